@@ -1,0 +1,1 @@
+"""SAM-HQ models: the registry (build + load) and the batched engine."""
