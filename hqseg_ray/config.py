@@ -159,3 +159,30 @@ def load_yaml(path: str | Path, overrides: Sequence[str] = ()) -> dict:
     if not isinstance(data, dict):
         raise ValueError(f"config file {str(p)!r} must hold a mapping at the top level")
     return apply_overrides(data, overrides)
+
+
+# --------------------------------------------------------------------------------------------
+# Top-level config files: each top-level section maps to one model. Sections are registered by
+# the feature that owns them (job, serve, ...); `validate_config_dict` checks all present ones.
+# --------------------------------------------------------------------------------------------
+
+SECTIONS: dict[str, type[BaseModel]] = {"model": ModelConfig}
+
+
+def validate_config_dict(data: dict) -> list[str]:
+    """Every problem in a config dict, as ``section.key: message`` lines (empty when valid)."""
+    from pydantic import ValidationError
+
+    problems: list[str] = []
+    for key, value in data.items():
+        cls = SECTIONS.get(key)
+        if cls is None:
+            problems.append(f"{key}: unknown section (known: {', '.join(sorted(SECTIONS))})")
+            continue
+        try:
+            cls.model_validate(value or {})
+        except ValidationError as exc:
+            for e in exc.errors():
+                loc = ".".join(str(p) for p in (key, *e["loc"]))
+                problems.append(f"{loc}: {e['msg']}")
+    return problems

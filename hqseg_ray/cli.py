@@ -1,0 +1,56 @@
+"""``hqseg`` command line. Argument handling only; each subcommand is one small class.
+
+Subcommands are registered lazily by import path so that ``hqseg --help`` does not import torch
+or Ray. A command class has ``name``, ``help``, ``add_arguments(parser)`` and ``run(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import Optional, Sequence
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    # name: ("module:Class", one-line help)
+    "validate": ("hqseg_ray.commands:ValidateCommand", "check a config (and its manifest) without running it"),
+}
+
+
+def _load(name: str):
+    target, _ = COMMANDS[name]
+    module, cls = target.split(":")
+    return getattr(importlib.import_module(module), cls)()
+
+
+def build_parser(selected: Optional[str] = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hqseg", description="High-quality video segmentation with SAM-HQ on Ray.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == selected:
+            _load(name).add_arguments(p)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    selected = next((a for a in argv if a in COMMANDS), None)
+    parser = build_parser(selected)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(_load(args.command).run(args) or 0)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"hqseg {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
