@@ -113,6 +113,62 @@ class ModelConfig(_Strict):
         return self
 
 
+class ServeConfig(_Strict):
+    """The online endpoint (``hqseg serve``): where it listens, how engine replicas scale, and the
+    bounds that keep any client input from hurting the server."""
+
+    host: str = Field("127.0.0.1", description="HTTP listen address of the Serve proxy.")
+    port: int = Field(8000, ge=1, le=65535, description="HTTP port of the Serve proxy.")
+    app_name: str = Field("hqseg", description="Serve application name (bulk jobs find the engine by it).")
+    route_prefix: str = Field("/", description="URL prefix of the application.")
+    num_gpus: float = Field(
+        1.0, ge=0, description="GPUs per engine replica (ray_actor_options.num_gpus); 0 runs on CPU.")
+    num_cpus: float = Field(1.0, ge=0, description="CPUs per engine replica.")
+    min_replicas: int = Field(1, ge=0, description="Autoscaling: fewest engine replicas.")
+    max_replicas: int = Field(1, ge=1, description="Autoscaling: most engine replicas.")
+    target_ongoing_requests: float = Field(
+        4.0, gt=0, description="Autoscaling: ongoing requests per engine replica to aim for.")
+    max_ongoing_requests: int = Field(
+        16, ge=1, description="Requests one engine replica takes at once; must be at least the decode "
+        "batch size (4) or batches can never fill.")
+    batch_wait_timeout_s: float = Field(
+        0.01, ge=0, le=5, description="How long a decoder batch waits for more requests before it runs "
+        "short (adds at most this much latency to a lone click).")
+    api_max_ongoing_requests: int = Field(64, ge=1, description="Requests the HTTP ingress takes at once.")
+    cache_max_bytes: int = Field(
+        2 << 30, ge=1, description="Image embedding cache: total bytes (LRU eviction past it). vit_b/l/h "
+        "embeddings take 12 MiB per image (float32), the toy 0.4 MiB.")
+    cache_ttl_s: float = Field(600.0, gt=0, description="Evict a cached image after this many idle seconds.")
+    max_upload_bytes: int = Field(
+        64 << 20, ge=1, description="Largest request body (upload or JSON), checked on Content-Length and "
+        "on the bytes streamed; larger gets 413.")
+    max_image_pixels: int = Field(
+        40_000_000, ge=1, description="Largest image (width*height), checked from the header before "
+        "decoding (decompression bombs).")
+    max_prompts: int = Field(64, ge=1, description="Most prompts per request.")
+    max_points: int = Field(64, ge=1, description="Most points per prompt.")
+    allowed_uri_prefixes: list[str] = Field(
+        default_factory=list, description="URIs a client may ask the server to read (file:///data/, "
+        "s3://bucket/clips/, https://host/path/); anything else is refused. Empty: no URIs.")
+    max_sessions: int = Field(8, ge=1, description="Most open video sessions.")
+    session_max_bytes: int = Field(
+        1 << 30, ge=1, description="Total bytes of all video sessions (frames plus results).")
+    session_ttl_s: float = Field(900.0, gt=0, description="Close a video session after this many idle seconds.")
+    max_video_frames: int = Field(1000, ge=1, description="Most frames in a video session.")
+    session_chunk_frames: int = Field(
+        32, ge=1, description="Frames per tracker call when a session propagates (one NDJSON line per "
+        "frame streams out as each chunk finishes).")
+
+    @model_validator(mode="after")
+    def _check_scaling(self) -> "ServeConfig":
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas {self.min_replicas} > max_replicas {self.max_replicas}")
+        if self.max_ongoing_requests < 4:
+            raise ValueError(f"max_ongoing_requests {self.max_ongoing_requests} is below the decode "
+                             "batch size 4: batches could never fill")
+        return self
+
+
 # --------------------------------------------------------------------------------------------
 # Loading YAML with dotted overrides
 # --------------------------------------------------------------------------------------------
@@ -166,7 +222,7 @@ def load_yaml(path: str | Path, overrides: Sequence[str] = ()) -> dict:
 # the feature that owns them (job, serve, ...); `validate_config_dict` checks all present ones.
 # --------------------------------------------------------------------------------------------
 
-SECTIONS: dict[str, type[BaseModel]] = {"model": ModelConfig}
+SECTIONS: dict[str, type[BaseModel]] = {"model": ModelConfig, "serve": ServeConfig}
 
 
 def validate_config_dict(data: dict) -> list[str]:
@@ -186,3 +242,114 @@ def validate_config_dict(data: dict) -> list[str]:
                 loc = ".".join(str(p) for p in (key, *e["loc"]))
                 problems.append(f"{loc}: {e['msg']}")
     return problems
+
+
+# --------------------------------------------------------------------------------------------
+# Tracking inside a chunk, automatic discovery, stitching across chunks (hqseg_ray/track/)
+# --------------------------------------------------------------------------------------------
+
+class TrackerConfig(_Strict):
+    """How objects are propagated from their seeds through a chunk (hqseg_ray/track/tracker.py)."""
+
+    method: Literal["flow", "naive"] = Field(
+        "flow",
+        description="flow: each step prompts frame t with the previous box moved by optical flow and "
+        "expanded, positive points inside the moved mask and the previous low-res logits as mask input. "
+        "naive: the previous box only (no motion, no points, no mask input); a baseline for benchmarks.",
+    )
+    box_margin: float = Field(
+        0.1, ge=0.0, le=1.0,
+        description="Each side of the propagated box grows by this fraction of the box's width/height.")
+    num_points: int = Field(
+        1, ge=0, le=8,
+        description="Positive points placed inside the moved previous mask (most interior first).")
+    use_mask_input: bool = Field(
+        True, description="Give the previous frame's low-res logits (shifted by the motion) as mask_input.")
+    flow_max_corners: int = Field(
+        40, ge=4, le=500, description="Feature points (cv2.goodFeaturesToTrack) tracked per object per step.")
+    flow_min_points: int = Field(
+        3, ge=1, description="Below this many successfully tracked points the motion is taken as zero.")
+    min_score: float = Field(
+        0.5, ge=0.0, le=1.0,
+        description="Predicted IoU below this marks the object occluded on that frame (no mask emitted).")
+    min_area_ratio: float = Field(
+        0.2, ge=0.0, le=1.0,
+        description="An area below this fraction of the object's recent median area marks it occluded.")
+    max_area_growth: float = Field(
+        3.0, ge=1.0,
+        description="An area above this multiple of the recent median area is rejected as a bleed into "
+        "the background or a neighbour (treated like an occluded frame).")
+    min_area: int = Field(
+        8, ge=0, description="Masks with fewer pixels (original frame) are treated as empty (occluded).")
+    area_window: int = Field(
+        5, ge=1, description="Number of recent good frames whose median area is the reference area.")
+    max_lost_frames: int = Field(
+        24, ge=0,
+        description="After this many consecutive occluded frames the object is lost until a new seed "
+        "(its last good state is no longer used for re-acquisition).")
+    reacquire_margin: float = Field(
+        0.5, ge=0.0,
+        description="While occluded, the last good box (moved by its last velocity) is enlarged by this "
+        "fraction of its size per side, plus the same again per 8 lost frames.")
+    reacquire_min_score: float = Field(
+        0.7, ge=0.0, le=1.0, description="Predicted IoU needed to re-acquire an occluded object.")
+    reacquire_min_area_ratio: float = Field(
+        0.3, ge=0.0, le=1.0,
+        description="A re-acquired mask must have at least this fraction of the last good area (and at "
+        "most max_area_growth times it).")
+    detector_match_iou: float = Field(
+        0.5, ge=0.0, le=1.0,
+        description="A prompt without object_id (detector box) continues the track whose predicted box "
+        "overlaps it with at least this IoU; otherwise it starts a new object.")
+    encode_batch: Optional[int] = Field(
+        None, ge=1, description="Frames per encoder call while encoding a chunk (default: model.encode_batch).")
+
+
+class AutoConfig(_Strict):
+    """Automatic object discovery on a chunk's first frame (SAM's 'everything' mode)."""
+
+    enabled: bool = Field(
+        False,
+        description="Discover and track objects automatically on each chunk's first frame (also used when "
+        "a video has no prompts). Off: only prompted objects are tracked.")
+    points_per_side: int = Field(16, ge=1, le=64, description="Point grid is points_per_side x points_per_side.")
+    pred_iou_thresh: float = Field(0.7, ge=0.0, le=1.0, description="Keep masks whose predicted IoU is at least this.")
+    stability_thresh: float = Field(
+        0.85, ge=0.0, le=1.0,
+        description="Keep masks whose stability score (area at logit > +offset / area at > -offset) is at least this.")
+    stability_offset: float = Field(1.0, gt=0.0, description="Logit offset of the stability score.")
+    nms_iou: float = Field(0.5, ge=0.0, le=1.0, description="Box NMS IoU threshold between discovered masks.")
+    min_area_fraction: float = Field(
+        0.001, ge=0.0, le=1.0, description="Drop masks smaller than this fraction of the frame.")
+    max_area_fraction: float = Field(
+        0.5, ge=0.0, le=1.0, description="Drop masks larger than this fraction of the frame (background).")
+    max_objects: int = Field(32, ge=1, description="At most this many discovered objects per chunk (best scores first).")
+    dedupe_iou: float = Field(
+        0.5, ge=0.0, le=1.0,
+        description="A discovered track whose masks overlap a prompted track's with this mean IoU is dropped.")
+
+
+class StitchConfig(_Strict):
+    """How object identities cross chunk boundaries (hqseg_ray/track/stitch.py)."""
+
+    mechanism: Literal["relay", "auto_match"] = Field(
+        "relay",
+        description="relay: a chunk starts from the previous chunk's last-frame states (chunks of one video "
+        "track in order; their frames can still be encoded ahead). auto_match: every chunk discovers objects "
+        "on its first frame and the stitcher matches them to the previous chunk's tracks over the overlap "
+        "(chunks run fully in parallel; costs a discovery pass and tracking of discovered objects).")
+    match_iou: float = Field(
+        0.3, ge=0.0, le=1.0,
+        description="Minimum mean mask IoU over the overlap frames for two chunks' tracks to be one object.")
+
+
+SECTIONS.update({"tracker": TrackerConfig, "auto": AutoConfig, "stitch": StitchConfig})
+
+
+class TrackingConfig(_Strict):
+    """The tracker, auto-discovery and stitch sections together: what ``track_chunk``, ``Stitcher`` and
+    ``segment_video`` take. A job config holds the same three as top-level sections."""
+
+    tracker: TrackerConfig = Field(default_factory=TrackerConfig, description="Propagation inside a chunk.")
+    auto: AutoConfig = Field(default_factory=AutoConfig, description="Automatic object discovery.")
+    stitch: StitchConfig = Field(default_factory=StitchConfig, description="Identity across chunks.")

@@ -194,8 +194,8 @@ class SegEngine:
         """
         if isinstance(frames, np.ndarray):
             if frames.ndim == 3:
-                raise ValueError(f"frames must be [N, H, W, 3]; got one [H, W, C] image of shape "
-                                 f"{list(frames.shape)} (wrap it: frames[None])")
+                raise ValueError(f"frames must be uint8 [N, H, W, 3]; got rank 3 shape {list(frames.shape)} "
+                                 "(one image? wrap it: frames[None])")
             if frames.ndim != 4:
                 raise ValueError(f"frames must be uint8 [N, H, W, 3], got rank {frames.ndim} shape {list(frames.shape)}")
             frame_list = list(frames)
