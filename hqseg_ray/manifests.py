@@ -123,12 +123,22 @@ def launcher_configs(root: Path) -> list[Path]:
     return sorted(p for p in (root / "cluster").rglob("*.yaml") if p.is_file())
 
 
-def kuberay_manifests(root: Path) -> list[Path]:
+RAY_KINDS = ("RayJob", "RayService", "RayCluster")
+
+
+def k8s_manifests(root: Path) -> list[Path]:
+    """Every Kubernetes manifest under ``deploy/``."""
     return sorted(p for p in (root / "deploy").rglob("*.yaml") if p.is_file())
 
 
+def kuberay_manifests(root: Path) -> list[Path]:
+    """The manifests under ``deploy/`` whose kind is a KubeRay custom resource."""
+    kind = re.compile(r"^kind:\s*(\w+)", re.MULTILINE)
+    return [p for p in k8s_manifests(root) if set(kind.findall(p.read_text())) & set(RAY_KINDS)]
+
+
 def image_files(root: Path) -> list[Path]:
-    """Every file that names the project image."""
+    """Every file that must name the project image: launcher configs and KubeRay manifests."""
     return [*launcher_configs(root), *kuberay_manifests(root)]
 
 
