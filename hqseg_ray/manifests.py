@@ -32,6 +32,12 @@ GENERATED_NOTE = (
 _RAY_PIN = re.compile(r"""["']ray(?:\[[^\]]*\])?==([0-9][0-9a-zA-Z.+-]*)["']""")
 _PROJECT_VERSION = re.compile(r'^version\s*=\s*"([^"]+)"', re.MULTILINE)
 _SERVE_BLOCK = re.compile(r"^(?P<indent>[ ]*)serveConfigV2:[ ]*\|[-+]?[ ]*$", re.MULTILINE)
+_VERSION_SPELLINGS = [re.compile(p, re.MULTILINE) for p in (
+    r"(ray(?:\[[^\]]*\])?==)[0-9][0-9a-zA-Z.+-]*?([\s\"')]|$)",
+    r"(ray\.__version__ == ')[0-9][^']*(')",
+    r"(rayVersion:\s*\")[0-9.]+(\")",
+    r"(^ARG RAY_VERSION=)\S+()",
+)]
 _IMAGE_TAG = re.compile(re.escape(IMAGE_REPO) + r":(?P<tag>[0-9A-Za-z_.-]+)")
 
 
@@ -115,6 +121,13 @@ def render_images(text: str, root: Path) -> str:
     return _IMAGE_TAG.sub(image_ref(root), text)
 
 
+def render_ray_version(text: str, ray_version: str) -> str:
+    """Every spelling of the Ray version in a deploy file, set to ``ray_version``."""
+    for pattern in _VERSION_SPELLINGS:
+        text = pattern.sub(lambda m: m.group(1) + ray_version + m.group(2), text)
+    return text
+
+
 # --------------------------------------------------------------------------------------------
 # Files and drift
 # --------------------------------------------------------------------------------------------
@@ -145,9 +158,10 @@ def image_files(root: Path) -> list[Path]:
 def render(root: Path) -> list[Path]:
     """Rewrite the generated parts in place; returns the files that changed."""
     changed = []
-    for path in image_files(root):
+    ray_version = ray_version_pin(root)
+    for path in [*image_files(root), root / DOCKERFILE]:
         old = path.read_text()
-        new = render_images(old, root)
+        new = render_ray_version(render_images(old, root), ray_version)
         if path == root / RAYSERVICE:
             new = render_rayservice(new, (root / SERVE_CONFIG).read_text())
         if new != old:
@@ -175,6 +189,9 @@ def check(root: Path) -> list[str]:
         for other in sorted(set(re.findall(r"rayproject/ray(?:-ml)?:([0-9][0-9.]*[0-9])", text))):
             if other != ray_version:
                 problems.append(f"{rel}: uses rayproject/ray:{other}, pyproject.toml pins {ray_version}")
+        for other in sorted(set(re.findall(r"ray\.__version__ == '([0-9][^']*)'", text))):
+            if other != ray_version:
+                problems.append(f"{rel}: checks for Ray {other}, pyproject.toml pins {ray_version}")
         for other in sorted(set(re.findall(r"rayVersion:\s*['\"]?([0-9.]+)", text))):
             if other != ray_version:
                 problems.append(f"{rel}: rayVersion {other}, pyproject.toml pins {ray_version}")
