@@ -174,3 +174,167 @@ def check_prompts(
             errors.append(f"prompt {i} (frame {p.frame}): {problem}")
     if errors:
         raise ValueError(where + "; ".join(errors) if len(errors) == 1 else where + f"{len(errors)} problems:\n  " + "\n  ".join(errors))
+
+
+# ============================================================================================
+# Prompt manifest: one row per video (JSONL, Parquet, or a folder / glob of videos).
+# Coordinates are pixels of the frame as displayed (after the video's rotation), XY / XYXY.
+# ============================================================================================
+
+import os as _os
+import re as _re
+from typing import Iterator, Union
+
+from pydantic import BaseModel as _BaseModel
+from pydantic import ConfigDict as _ConfigDict
+from pydantic import Field as _Field
+from pydantic import model_validator as _model_validator
+
+
+class PromptSpec(_BaseModel):
+    """One prompt of a manifest: an object on a frame, by points, a box and/or a mask."""
+
+    model_config = _ConfigDict(extra="forbid")
+
+    object_id: Optional[int] = _Field(
+        None, description="Object id to keep in the output; null for detector boxes (matched to tracks by IoU).")
+    frame: int = _Field(0, description="Frame index (0-based, presentation order) the prompt is on.")
+    points: Optional[list[list[float]]] = _Field(
+        None, description="[[x, y], ...] pixels of the displayed frame.")
+    labels: Optional[list[int]] = _Field(None, description="One per point: 1 = object, 0 = background.")
+    box: Optional[list[float]] = _Field(None, description="[x1, y1, x2, y2] pixels of the displayed frame.")
+    mask: Optional[dict] = _Field(
+        None, description="COCO RLE {size: [H, W], counts: str | list[int]} at the frame's size.")
+
+
+class ManifestRow(_BaseModel):
+    """One video and its prompts."""
+
+    model_config = _ConfigDict(extra="forbid")
+
+    video: str = _Field(description="Video file, frame folder or image: path, file://, s3:// or gs://.")
+    video_id: Optional[str] = _Field(
+        None, description="Output id (partition name); default: the file or folder name without extension.")
+    prompts: list[PromptSpec] = _Field(default_factory=list, description="Prompts; empty = automatic mode.")
+    auto: Optional[bool] = _Field(
+        None, description="Force automatic object discovery on (true) or off (false) for this video; "
+        "null follows the job config.")
+    meta: Optional[dict] = _Field(None, description="Free-form user data carried into the status table.")
+
+    @_model_validator(mode="after")
+    def _default_id(self) -> "ManifestRow":
+        if not self.video.strip():
+            raise ValueError("video must not be empty")
+        if not self.video_id:
+            self.video_id = video_id_from_uri(self.video)
+        return self
+
+
+class PromptValidationError(ValueError):
+    """Every problem of a video's prompts (``problems``: one line each)."""
+
+    def __init__(self, video_id: str, problems: list[str]) -> None:
+        self.video_id = video_id
+        self.problems = list(problems)
+        head = f"video {video_id!r}: "
+        msg = head + (problems[0] if len(problems) == 1 else
+                      f"{len(problems)} problems with prompts:\n  " + "\n  ".join(problems))
+        super().__init__(msg)
+
+    def __reduce__(self):  # keep it picklable (Ray ships exceptions between processes)
+        return (type(self), (self.video_id, self.problems))
+
+
+def video_id_from_uri(uri: str) -> str:
+    """File (or folder) name without extension, made safe for a partition name."""
+    name = str(uri).rstrip("/").rsplit("/", 1)[-1]
+    stem = name.rsplit(".", 1)[0] if "." in name.lstrip(".") else name
+    return _re.sub(r"[^A-Za-z0-9._-]", "_", stem) or "video"
+
+
+def validate_prompts(row: ManifestRow, info: Any = None) -> None:
+    """Check a row's prompts against the probed video; raise one error listing every problem.
+
+    Args:
+        row: the manifest row.
+        info: the video's ``VideoInfo`` (``num_frames``, ``width``, ``height`` after rotation);
+            None checks only what needs no video.
+
+    Raises:
+        PromptValidationError: lines like ``"prompt 2 (frame 9): box [5, 2, 1, 8] has x2 < x1"``.
+    """
+    from hqseg_ray.masks import rle_decode
+
+    problems: list[str] = []
+    size = (int(info.height), int(info.width)) if info is not None else None
+    seen: dict[tuple[int, int], list[int]] = {}
+    for i, p in enumerate(row.prompts):
+        where = f"prompt {i} (frame {p.frame})"
+        if info is not None and p.frame >= info.num_frames:
+            problems.append(f"{where}: frame {p.frame} is outside the video "
+                            f"({info.num_frames} frames, 0..{info.num_frames - 1})")
+        try:
+            # the mask's presence only (Prompt.problems knows low-res logits, not RLE); RLE below
+            engine_like = Prompt(frame=p.frame, points=p.points, labels=p.labels, box=p.box,
+                                 mask_input=np.zeros((1, 1)) if p.mask is not None else None)
+            problems += [f"{where}: {msg}" for msg in engine_like.problems(size)]
+        except ValueError as exc:  # ragged point lists
+            problems.append(f"{where}: {exc}")
+        if p.mask is not None:
+            problems += [f"{where}: {msg}" for msg in _rle_problems(p.mask, size, rle_decode)]
+        if p.object_id is not None:
+            seen.setdefault((p.object_id, p.frame), []).append(i)
+    for (oid, frame), idx in seen.items():
+        if len(idx) > 1:
+            problems.append(f"prompts {idx} (frame {frame}): object {oid} is prompted {len(idx)} times "
+                            "on one frame; merge them into one prompt (points and a box may be combined)")
+    if problems:
+        raise PromptValidationError(row.video_id or video_id_from_uri(row.video), problems)
+
+
+def _rle_problems(rle: dict, size: Optional[tuple[int, int]], rle_decode) -> list[str]:
+    if set(rle) != {"size", "counts"}:
+        return [f"mask must be a COCO RLE {{size, counts}}, got keys {sorted(rle)}"]
+    try:
+        rs = [int(v) for v in rle["size"]]
+        assert len(rs) == 2
+    except Exception:
+        return [f"mask size must be [H, W], got {rle['size']!r}"]
+    if size is not None and tuple(rs) != size:
+        return [f"mask RLE size {rs} differs from the frame size [{size[0]}, {size[1]}] (H, W)"]
+    try:
+        rle_decode({"size": rs, "counts": rle["counts"]})
+    except Exception as exc:
+        return [f"mask RLE counts do not decode: {exc}"]
+    return []
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be read; the message names the file and line/row."""
+
+
+def load_manifest(source: Union[str, _os.PathLike, list], filesystem: Any = None) -> list[ManifestRow]:
+    """Read a manifest into rows (every row's structure checked; all problems in one error).
+
+    Args:
+        source: a ``.jsonl``/``.ndjson`` file (one row per line), a ``.json`` file (a list of
+            rows), a ``.parquet`` file (columns ``video``, ``video_id``, ``prompts`` as a JSON
+            string or nested list), a folder (its videos and frame folders, no prompts), a glob
+            of videos, or a list of dicts. Local, ``file://``, ``s3://`` or ``gs://``. Relative
+            ``video`` paths in a manifest file are relative to the manifest's folder.
+        filesystem: optional ``pyarrow.fs.FileSystem`` for remote sources.
+
+    Raises:
+        ManifestError: naming the file and the line (JSONL) or row (Parquet) of every problem,
+            and duplicate video ids.
+    """
+    from hqseg_ray.video.manifest import iter_manifest
+
+    return list(iter_manifest(source, filesystem))
+
+
+def iter_manifest(source: Union[str, _os.PathLike, list], filesystem: Any = None) -> Iterator[ManifestRow]:
+    """Rows of :func:`load_manifest` (the source is checked whole before the first row)."""
+    from hqseg_ray.video.manifest import iter_manifest as _iter
+
+    return _iter(source, filesystem)
