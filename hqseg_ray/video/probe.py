@@ -172,48 +172,43 @@ def _probe_container(uri: str, filesystem: Any) -> VideoInfo:
             raise VideoError(uri, f"has a video stream without any decodable frame ({why})")
         rotation = _rotation_of(first, stream)
         pix_fmt, cw, ch = first.format.name, first.width, first.height
-        truncated = cut is not None
         if not rows:
             raise VideoError(uri, "has no intact video packets (truncated or corrupt)")
-        pts_known = all(r[0] is not None for r in rows)
+        fps = float(stream.average_rate or stream.guessed_rate or 0) or 0.0
+        time_base = float(tb) if tb else None
+        pts_known = all(r[0] is not None for r in rows) and bool(time_base)
         if not pts_known:
             # e.g. raw .h264 streams: frames are numbered in decode order (no B-frame reordering
             # information); read_frames decodes from the start for such inputs
             warnings.append("packets carry no pts; frames are numbered in decode order")
-        else:
-            if truncated:
-                rows = _contiguous_prefix(rows)
+        # truncation: a cut packet or demux error, fewer frames or less time than declared
+        truncated = cut is not None
+        if cut:
+            warnings.append(cut)
+        declared_s = (float(stream.duration * tb) if stream.duration else
+                      container.duration / 1e6 if container.duration else None)
+        if declared and declared > len(rows):
+            truncated = True
+            warnings.append(f"container declares {declared} frames but only {len(rows)} are intact")
+        elif (pts_known and declared_s and fps and container.format.name.startswith(("matroska", "mov"))
+              and _span(rows, time_base, fps)[1] + 2.0 / fps < declared_s):
+            truncated = True
+            warnings.append(f"container declares {declared_s:.3f} s but the frames end at "
+                            f"{_span(rows, time_base, fps)[1]:.3f} s")
+        if truncated and pts_known:
+            rows = _contiguous_prefix(rows)
         n = len(rows)
-        fps = float(stream.average_rate or stream.guessed_rate or 0) or 0.0
         if pts_known:
             order = sorted(range(n), key=lambda i: rows[i][0])
             pts = [int(rows[i][0]) for i in order]
             rank = {i: r for r, i in enumerate(order)}
             keyframes = sorted(rank[i] for i in range(n) if rows[i][2])
+            start, span = _span(rows, time_base, fps)
+            fps = fps or (n / span if span > 0 else 0.0)
         else:
             pts = None
             keyframes = [i for i in range(n) if rows[i][2]]
-        # 3. timing, and truncation the demuxer could not see
-        time_base = float(tb) if tb else None
-        if pts is not None and time_base:
-            last_dur = rows[-1][3] or (1.0 / fps / time_base if fps else 0)
-            span = (pts[-1] - pts[0] + last_dur) * time_base
-            start = pts[0] * time_base
-            if fps == 0 and span > 0:
-                fps = n / span
-        else:
-            start = 0.0
-            span = n / fps if fps else 0.0
-        declared_s = (float(stream.duration * tb) if stream.duration else
-                      container.duration / 1e6 if container.duration else None)
-        if declared and declared > n:
-            truncated = True
-            warnings.append(f"container declares {declared} frames but only {n} are intact")
-        elif declared_s and fps and span + 2.0 / fps < declared_s and container.format.name.startswith(("matroska", "mov")):
-            truncated = True
-            warnings.append(f"container declares {declared_s:.3f} s but the frames end at {span:.3f} s")
-        if cut:
-            warnings.append(cut)
+            start, span = 0.0, (n / fps if fps else 0.0)
         if truncated:
             log.warning("video %r is truncated: %s; %d readable frames", uri, "; ".join(warnings), n)
         w, h = (ch, cw) if rotation in (90, 270) else (cw, ch)
@@ -259,6 +254,14 @@ def _demux_all(uri: str, container: Any, stream: Any) -> tuple[list, list[str], 
     if first is None and decode_error is not None:
         warnings.append(f"decoding failed: {decode_error}")
     return rows, warnings, cut, first
+
+
+def _span(rows: list, time_base: float, fps: float) -> tuple[float, float]:
+    """(start seconds, seconds from the first frame's start to the last frame's end)."""
+    first = min(r[0] for r in rows)
+    last = max(rows, key=lambda r: r[0])
+    last_dur = last[3] or (1.0 / fps / time_base if fps else 0)
+    return first * time_base, (last[0] - first + last_dur) * time_base
 
 
 def _contiguous_prefix(rows: list) -> list:

@@ -14,7 +14,7 @@ def make_video(tmp_path_factory):
     cache: dict = {}
 
     def make(name: str, **kw):
-        key = (name, tuple(sorted(kw.items())))
+        key = (name, repr(sorted(kw.items())))
         if key not in cache:
             cache[key] = write_video(root / name, **kw)
         return cache[key]
