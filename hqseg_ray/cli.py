@@ -15,6 +15,12 @@ from typing import Optional, Sequence
 COMMANDS: dict[str, tuple[str, str]] = {
     # name: ("module:Class", one-line help)
     "validate": ("hqseg_ray.commands:ValidateCommand", "check a config (and its manifest) without running it"),
+    "label": ("hqseg_ray.pipeline.cli:LabelCommand", "run a bulk labeling job on Ray (embedded or a cluster)"),
+    "demo": ("hqseg_ray.pipeline.cli:DemoCommand", "synthetic videos -> labeling job with the toy model -> overlays"),
+    "serve": ("hqseg_ray.serve.command:ServeCommand", "run the online endpoint (Ray Serve, HTTP /v1) until Ctrl-C"),
+    "synth": ("hqseg_ray.synth.dataset:SynthCommand", "write synthetic videos with ground truth (MP4, DAVIS PNG, manifests)"),
+    "train-toy": ("hqseg_ray.train.toy:TrainToyCommand", "train the toy model (toy, trained on synthetic scenes) on the CPU"),
+    "eval": ("hqseg_ray.eval.command:EvalCommand", "score Parquet masks against DAVIS-layout ground truth (J, F, J&F, ID switches)"),
 }
 
 

@@ -353,3 +353,135 @@ class TrackingConfig(_Strict):
     tracker: TrackerConfig = Field(default_factory=TrackerConfig, description="Propagation inside a chunk.")
     auto: AutoConfig = Field(default_factory=AutoConfig, description="Automatic object discovery.")
     stitch: StitchConfig = Field(default_factory=StitchConfig, description="Identity across chunks.")
+
+
+# --------------------------------------------------------------------------------------------
+# The bulk labeling job (hqseg label): input, chunking, compute, segment backend, output
+# --------------------------------------------------------------------------------------------
+
+class ChunkingConfig(_Strict):
+    """How a video is cut into chunks that run on different GPU actors (hqseg_ray/video plan_chunks)."""
+
+    chunk_frames: int = Field(64, ge=2, le=100_000, description="Frames per chunk (before overlap).")
+    overlap: int = Field(
+        8, ge=1, description="Frames shared by neighbouring chunks; both predict them and the stitcher "
+        "matches identities over them.")
+    stride: int = Field(1, ge=1, description="Label every stride-th frame (1 = every frame).")
+    align_to_keyframes: bool = Field(
+        True, description="Move chunk starts onto codec keyframes when close, so a chunk's decode starts "
+        "at a keyframe instead of decoding frames it then drops.")
+
+    @model_validator(mode="after")
+    def _overlap_fits(self) -> "ChunkingConfig":
+        if self.overlap >= self.chunk_frames:
+            raise ValueError(f"overlap ({self.overlap}) must be smaller than chunk_frames ({self.chunk_frames})")
+        return self
+
+
+SECTIONS["chunking"] = ChunkingConfig
+
+
+class InputConfig(_Strict):
+    """Where the videos and their prompts come from."""
+
+    manifest: Optional[str] = Field(
+        None, description="JSONL or Parquet manifest (one row per video: video, video_id, prompts), or a "
+        "directory / glob of videos and frame folders without prompts. Local, file://, s3:// or gs://.")
+    auto: bool = Field(
+        False, description="Label every row in automatic mode (discover objects), prompts or not. Rows "
+        "without prompts are labelled automatically when this or auto.enabled is set; otherwise they fail "
+        "with a clear error.")
+
+
+class ComputeConfig(_Strict):
+    """Ray resources of each stage."""
+
+    segment_actors_min: int = Field(1, ge=1, description="Minimum number of segment (GPU) actors.")
+    segment_actors_max: int = Field(
+        1, ge=1, description="Maximum number of segment actors; the pool grows up to this when more GPUs join.")
+    gpus_per_actor: float = Field(
+        1.0, ge=0.0, description="GPUs reserved per segment actor (0 on a CPU-only machine). The actor "
+        "falls back to the CPU with one warning when it was given a GPU that CUDA cannot use.")
+    cpus_per_actor: float = Field(1.0, gt=0.0, description="CPUs reserved per segment actor.")
+    accelerator_type: Optional[str] = Field(
+        None, description="Pin segment actors to nodes of this accelerator type (Ray's accelerator_type, "
+        "e.g. A100 or H200), so a mixed cluster keeps the model on the hardware it was sized for.")
+    torch_threads: Optional[int] = Field(
+        None, ge=1, description="torch.set_num_threads in each segment actor (CPU runs); default: torch's choice.")
+    decode_cpus: float = Field(1.0, gt=0.0, description="CPUs per decode task.")
+    max_tasks_in_flight_per_actor: int = Field(
+        1, ge=1, description="Chunks queued per segment actor. 1 keeps chunk order strict, which the relay "
+        "needs to never wait on a chunk queued behind itself.")
+    relay_timeout_s: float = Field(
+        900.0, gt=0.0, description="How long a chunk waits for the previous chunk's states (relay) before it "
+        "gives up on them; the objects without a seed in the chunk then fail to continue (logged).")
+
+
+class SegmentConfig(_Strict):
+    """Where the segment stage runs."""
+
+    backend: Literal["actors", "serve"] = Field(
+        "actors", description="actors: the job starts its own segment actor pool. serve: it sends chunks to a "
+        "running Serve deployment (hqseg serve), so online and offline work share one GPU pool.")
+    serve_app: str = Field("hqseg", description="Serve application name when backend is serve.")
+
+
+class OutputConfig(_Strict):
+    """What the job writes."""
+
+    path: str = Field("hqseg-out", description="Output directory: masks/video_id=<id>/*.parquet and videos.parquet.")
+    formats: list[Literal["coco", "ytvis", "davis", "overlay"]] = Field(
+        default_factory=list, description="Extra exports written after the job from the Parquet output.")
+    overwrite: bool = Field(
+        False, description="Redo videos already written with the same config hash (default: skip them — resume).")
+    fail_on_error: bool = Field(
+        False, description="Exit non-zero (after finishing every other video) when any video failed.")
+
+
+class JobConfig(_Strict):
+    """A bulk labeling job (hqseg label CONFIG): every section of the config file."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig, description="The SAM-HQ model.")
+    input: InputConfig = Field(default_factory=InputConfig, description="Videos and prompts.")
+    chunking: ChunkingConfig = Field(default_factory=ChunkingConfig, description="Chunk planning.")
+    tracker: TrackerConfig = Field(default_factory=TrackerConfig, description="Propagation inside a chunk.")
+    auto: AutoConfig = Field(default_factory=AutoConfig, description="Automatic object discovery.")
+    stitch: StitchConfig = Field(default_factory=StitchConfig, description="Identity across chunks.")
+    compute: ComputeConfig = Field(default_factory=ComputeConfig, description="Ray resources.")
+    segment: SegmentConfig = Field(default_factory=SegmentConfig, description="Segment backend.")
+    output: OutputConfig = Field(default_factory=OutputConfig, description="Outputs.")
+
+    @model_validator(mode="after")
+    def _pool_sizes(self) -> "JobConfig":
+        if self.compute.segment_actors_min > self.compute.segment_actors_max:
+            raise ValueError("compute.segment_actors_min must be <= compute.segment_actors_max")
+        return self
+
+    def tracking(self) -> "TrackingConfig":
+        return TrackingConfig(tracker=self.tracker, auto=self.auto, stitch=self.stitch)
+
+    def config_hash(self) -> str:
+        """Hash of everything that changes the masks (model, chunking, tracking); not compute/output."""
+        import hashlib
+        import json
+
+        keep = self.model_dump(include={"model", "chunking", "tracker", "auto", "stitch", "input"})
+        keep["model"].pop("device", None)
+        keep["model"].pop("cache_dir", None)
+        keep["input"].pop("manifest", None)
+        return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
+
+
+SECTIONS.update({"input": InputConfig, "compute": ComputeConfig, "segment": SegmentConfig, "output": OutputConfig})
+
+
+def load_job_config(path: str | Path, overrides: Sequence[str] = ()) -> JobConfig:
+    """Read a job YAML with ``key.path=value`` overrides; raises ValueError listing every problem."""
+    data = load_yaml(path, overrides)
+    problems = validate_config_dict(data)
+    if problems:
+        raise ValueError(f"config {str(path)!r} has {len(problems)} problem(s):\n  " + "\n  ".join(problems))
+    try:
+        return JobConfig.model_validate(data)
+    except Exception as exc:  # cross-section validators
+        raise ValueError(f"config {str(path)!r}: {exc}") from exc

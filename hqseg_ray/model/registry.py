@@ -422,3 +422,18 @@ def save_spec_checkpoint(model: torch.nn.Module, spec: ViTSpec, path: str | Path
     torch.save({"model_spec": spec.to_dict(), "state_dict": state, "meta": meta or {}}, tmp)
     os.replace(tmp, path)
     return path
+
+
+def model_input_size(model_type: str, checkpoint: Optional[str] = "auto", sha256: Optional[str] = None,
+                     cache_dir: Optional[str] = None) -> int:
+    """The image size a model takes, without building it (the job's decode stage resizes to it).
+
+    Official types are 1024 px. A spec'd checkpoint (the toy model) stores its size in the file."""
+    if model_type != "toy":
+        return 1024
+    ref = checkpoint or "auto"
+    path = resolve_checkpoint(ref, "toy", sha256, cache_dir)
+    _, spec, _ = read_checkpoint(path, ref)
+    if spec is None:
+        raise CheckpointError(f"checkpoint {ref!r}: a 'toy' checkpoint must carry its model_spec")
+    return int(ViTSpec.from_dict(spec).image_size)

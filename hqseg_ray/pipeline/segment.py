@@ -1,0 +1,112 @@
+"""Segment stage: the GPU actor that holds one SegEngine and tracks objects through a chunk."""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import socket
+import time
+from typing import Any
+
+import numpy as np
+
+from hqseg_ray.config import JobConfig
+from hqseg_ray.pipeline.stages import as_str, rebatch, require, short_error, unbatch
+
+logger = logging.getLogger(__name__)
+
+SEGMENT_OUT = ("video", "video_id", "chunk_index", "num_chunks", "info_json", "pts_times", "frame_indices",
+               "error", "result", "seconds", "encode_s", "relay_wait_s", "worker")
+FAILED = "__failed__"
+
+
+class SegmentStage:
+    """Ray Data callable class (``map_batches``, actor pool): frames of a chunk in, RLE tracks out.
+
+    ``__init__`` loads the model once per actor; ``__call__`` handles one chunk per row. Frames are
+    encoded *before* the relay wait, so a chunk whose predecessor is still tracking loses at most
+    that predecessor's (decoder-only) tracking time.
+    """
+
+    name = "segment"
+    needs = ("video_id", "chunk_index", "num_chunks", "overlap_next", "frames", "frame_indices", "prompts_json",
+             "error")
+
+    def __init__(self, config_json: str, job_id: str | None = None, engine: Any = None):
+        from hqseg_ray.pipeline.relay import RelayClient
+
+        self.config = JobConfig.model_validate_json(config_json)
+        threads = self.config.compute.torch_threads
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
+        if engine is None:
+            from hqseg_ray.model.engine import SegEngine
+
+            engine = SegEngine.load(self.config.model)
+        self.engine = engine
+        relay_on = self.config.stitch.mechanism == "relay"
+        self.relay = RelayClient(job_id if relay_on else None, self.config.compute.relay_timeout_s)
+        self.worker = f"{socket.gethostname()}:{os.getpid()}:{self.engine.device}"
+        logger.info("segment actor %s ready with model %s", self.worker, self.engine.label)
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
+        return rebatch([self.process(r) for r in unbatch(batch)], SEGMENT_OUT)
+
+    def process(self, row: dict) -> dict:
+        require(self.name, row, self.needs)
+        out = {k: row.get(k) for k in SEGMENT_OUT}
+        out.update(result=None, seconds=0.0, encode_s=0.0, relay_wait_s=0.0, worker=self.worker)
+        vid, k = as_str(row["video_id"]), int(row["chunk_index"])
+        if row["error"] or k < 0:
+            if k >= 0:
+                self.relay.put(vid, k, FAILED)
+            return out
+        t0 = time.perf_counter()
+        try:
+            result, timing = self._track(row, vid, k)
+            out["result"] = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+            out.update(timing)
+        except Exception as exc:  # noqa: BLE001 -- the video fails, the job goes on
+            logger.warning("video %r chunk %d failed in segment: %s", vid, k, exc)
+            self.relay.put(vid, k, FAILED)
+            out["error"] = f"segment chunk {k}: {short_error(exc)}"
+        out["seconds"] = time.perf_counter() - t0
+        return out
+
+    def _track(self, row: dict, vid: str, k: int):
+        import json
+
+        from hqseg_ray.prompts import PromptSpec
+        from hqseg_ray.track import track_chunk
+
+        frames = np.asarray(row["frames"], dtype=np.uint8)
+        idx = np.asarray(row["frame_indices"], dtype=np.int64)
+        original = tuple(int(v) for v in row["original_size"])
+        prompts = [PromptSpec.model_validate(p) for p in json.loads(as_str(row["prompts_json"]) or "[]")]
+        relay_in = k > 0 and self.relay.job_id is not None
+        emb, encode_s = None, 0.0
+        if prompts or relay_in or row.get("auto") or self.config.auto.enabled:
+            # encode before waiting on the relay: the wait then overlaps the previous chunk's work
+            t0 = time.perf_counter()
+            emb = self.engine.encode(frames, original_sizes=[original] * len(frames))
+            encode_s = time.perf_counter() - t0
+        carry, wait_s = None, 0.0
+        if relay_in:
+            t1 = time.perf_counter()
+            found, carry = self.relay.get(vid, k - 1)
+            wait_s = time.perf_counter() - t1
+            if not found:
+                logger.warning("video %r chunk %d: no states from chunk %d after %.0f s; objects without a seed "
+                               "here do not continue", vid, k, k - 1, wait_s)
+            if carry == FAILED:
+                raise RuntimeError(f"chunk {k - 1} of this video failed")
+        cfg = self.config.tracking()
+        if row.get("auto") and not cfg.auto.enabled:
+            cfg = cfg.model_copy(update={"auto": cfg.auto.model_copy(update={"enabled": True})})
+        result = track_chunk(self.engine, frames, idx, prompts, cfg, carry_in=carry, chunk_index=k, video_id=vid,
+                             overlap_next=int(row["overlap_next"]), original_size=original, embeddings=emb)
+        self.relay.put(vid, k, result.carry_out)
+        return result, {"encode_s": encode_s, "relay_wait_s": wait_s}

@@ -1,0 +1,157 @@
+"""Stitch + write stage: one actor that assembles each video's chunks in order and writes it.
+
+Chunks reach this actor in any order (several segment actors); each video's chunk results are
+pushed into its ``Stitcher`` strictly in chunk order (out-of-order ones wait in a small buffer of
+RLE-only results). When the last chunk is in, the video's frames are written as one Parquet file
+(temporary name, then rename) and one status row leaves the stage. A failed chunk fails its
+video (status row with the error) and the rest of the job goes on.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import pickle
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+
+from hqseg_ray.config import JobConfig
+from hqseg_ray.pipeline.stages import as_str, rebatch, require, unbatch
+
+logger = logging.getLogger(__name__)
+
+STATUS_OUT = ("video_id", "video", "status", "error", "frames", "objects", "chunks", "seconds",
+              "low_confidence_frames", "mean_score", "path", "config_hash", "finished_at",
+              "encode_s", "relay_wait_s", "stitch_s", "workers")
+LOW_CONFIDENCE = 0.7  # frames with an object scored below this are listed first for review
+
+
+@dataclass
+class _VideoState:
+    video: str
+    num_chunks: int
+    stitcher: Any
+    pending: dict = field(default_factory=dict)      # chunk_index -> ChunkResult waiting for its turn
+    next_chunk: int = 0
+    frames: list = field(default_factory=list)        # FrameResults, in order
+    pts: dict = field(default_factory=dict)           # frame_index -> pts_time
+    seconds: float = 0.0
+    encode_s: float = 0.0
+    relay_wait_s: float = 0.0
+    stitch_s: float = 0.0
+    workers: set = field(default_factory=set)
+    t_first: float = field(default_factory=time.monotonic)
+
+
+class VideoWriter:
+    """Ray Data callable class (``map_batches``, a pool of one actor)."""
+
+    name = "stitch/write"
+    needs = ("video", "video_id", "chunk_index", "num_chunks", "error", "result")
+
+    def __init__(self, config_json: str, job_id: Optional[str] = None):
+        self.config = JobConfig.model_validate_json(config_json)
+        self.config_hash = self.config.config_hash()
+        self.job_id = job_id
+        self.videos: dict[str, _VideoState] = {}
+        self.done: set[str] = set()
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
+        out = []
+        for row in unbatch(batch):
+            status = self.process(row)
+            if status is not None:
+                out.append(status)
+        return rebatch(out, STATUS_OUT)
+
+    # ---------------------------------------------------------------------------------------
+    def process(self, row: dict) -> Optional[dict]:
+        require(self.name, row, self.needs)
+        vid = as_str(row["video_id"])
+        if vid in self.done:
+            return None  # a later chunk of a video that already failed
+        if row["error"]:
+            return self._finish_failed(vid, as_str(row["video"]), as_str(row["error"]))
+        state = self.videos.get(vid)
+        if state is None:
+            from hqseg_ray.track import Stitcher
+
+            state = self.videos[vid] = _VideoState(as_str(row["video"]), int(row["num_chunks"]),
+                                                   Stitcher(self.config.tracking(), video_id=vid))
+        k = int(row["chunk_index"])
+        state.pending[k] = pickle.loads(row["result"])
+        idx = row.get("frame_indices")
+        pts = row.get("pts_times")
+        if idx is not None and pts is not None:
+            state.pts.update(zip((int(i) for i in np.asarray(idx)), (float(t) for t in np.asarray(pts))))
+        state.seconds += float(row.get("seconds") or 0.0)
+        state.encode_s += float(row.get("encode_s") or 0.0)
+        state.relay_wait_s += float(row.get("relay_wait_s") or 0.0)
+        if row.get("worker"):
+            state.workers.add(as_str(row["worker"]))
+        t0 = time.perf_counter()
+        while state.next_chunk in state.pending:
+            state.frames.extend(state.stitcher.push(state.pending.pop(state.next_chunk)))
+            state.next_chunk += 1
+        if state.next_chunk == state.num_chunks:
+            state.frames.extend(state.stitcher.finish())
+            state.stitch_s += time.perf_counter() - t0
+            return self._finish_ok(vid, state)
+        state.stitch_s += time.perf_counter() - t0
+        return None
+
+    def _forget(self, vid: str) -> None:
+        self.videos.pop(vid, None)
+        self.done.add(vid)
+        if self.job_id and self.config.stitch.mechanism == "relay":
+            try:
+                import ray
+
+                from hqseg_ray.pipeline.relay import relay_actor_name
+
+                ray.get_actor(relay_actor_name(self.job_id)).forget_video.remote(vid)
+            except Exception:  # noqa: BLE001 -- outside Ray (unit tests) or relay already gone
+                pass
+
+    def _status(self, vid: str, video: str) -> dict:
+        return {k: None for k in STATUS_OUT} | {
+            "video_id": vid, "video": video, "config_hash": self.config_hash,
+            "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+
+    def _finish_failed(self, vid: str, video: str, error: str) -> dict:
+        state = self.videos.get(vid)
+        self._forget(vid)
+        status = self._status(vid, video)
+        status.update(status="failed", error=error, frames=0, objects=0,
+                      chunks=state.num_chunks if state else 0,
+                      seconds=state.seconds if state else 0.0)
+        logger.warning("video %r failed: %s", vid, error)
+        return status
+
+    def _finish_ok(self, vid: str, state: _VideoState) -> dict:
+        from hqseg_ray.export.parquet import write_video_parquet
+
+        status = self._status(vid, state.video)
+        frames = state.frames
+        scores = [s for fr in frames for s in fr.scores]
+        low = sum(1 for fr in frames if fr.scores and min(fr.scores) < LOW_CONFIDENCE)
+        status.update(status="ok", error=None, frames=len({fr.frame_index for fr in frames}),
+                      objects=len({o for fr in frames for o in fr.object_ids}), chunks=state.num_chunks,
+                      seconds=state.seconds, low_confidence_frames=low,
+                      mean_score=float(np.mean(scores)) if scores else None,
+                      encode_s=state.encode_s, relay_wait_s=state.relay_wait_s, stitch_s=state.stitch_s,
+                      workers=",".join(sorted(state.workers)))
+        try:
+            path = write_video_parquet(iter(frames), self.config.output.path, vid, pts_times=state.pts,
+                                       meta={"config_hash": self.config_hash, "status": json.loads(json.dumps(
+                                           {k: status[k] for k in ("frames", "objects", "chunks", "seconds",
+                                                                   "low_confidence_frames", "mean_score")}))})
+        except Exception as exc:  # noqa: BLE001
+            return self._finish_failed(vid, state.video, f"write: {exc.__class__.__name__}: {exc}")
+        status["path"] = str(path)
+        self._forget(vid)
+        return status
