@@ -297,8 +297,9 @@ def _rle_problems(rle: dict, size: Optional[tuple[int, int]], rle_decode) -> lis
         return [f"mask must be a COCO RLE {{size, counts}}, got keys {sorted(rle)}"]
     try:
         rs = [int(v) for v in rle["size"]]
-        assert len(rs) == 2
-    except Exception:
+    except (TypeError, ValueError):
+        rs = []
+    if len(rs) != 2:
         return [f"mask size must be [H, W], got {rle['size']!r}"]
     if size is not None and tuple(rs) != size:
         return [f"mask RLE size {rs} differs from the frame size [{size[0]}, {size[1]}] (H, W)"]
