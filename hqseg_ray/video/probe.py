@@ -74,6 +74,10 @@ class VideoInfo:
 
     @classmethod
     def from_dict(cls, d: dict) -> "VideoInfo":
+        """Inverse of ``to_dict()``; needs the per-frame tables (frame numbering depends on them)."""
+        if d.get("kind") == "video" and ("pts" not in d or "keyframes" not in d):
+            raise ValueError(f"VideoInfo.from_dict({d.get('uri')!r}): the dict lacks 'pts'/'keyframes'; "
+                             "use to_dict(tables=True) for a VideoInfo that will be read from")
         return cls(**d)
 
     def pts_time(self, index: int) -> float:
@@ -235,14 +239,15 @@ def _demux_all(uri: str, container: Any, stream: Any) -> tuple[list, list[str], 
     cut = None
     first = None
     decode_error = None
+    failures = 0
     try:
         for pkt in container.demux(stream):
-            if first is None and decode_error is None:
+            if first is None and failures < 8:  # e.g. leading frames of an open GOP may not decode
                 try:
                     out = pkt.decode()  # the flush packet at the end drains the decoder
                     first = out[0] if out else None
                 except av.error.FFmpegError as exc:
-                    decode_error = exc
+                    decode_error, failures = exc, failures + 1
             if pkt.size == 0 or pkt.is_discard:
                 continue  # flush packets; packets an edit list hides
             if pkt.is_corrupt:

@@ -98,7 +98,8 @@ def iter_frames(
         if idx in wanted:
             wanted.discard(idx)
             st["returned"] += 1
-            yield resize_long_side(rotate(frame, info.rotation), size), idx, t
+            rgb = frame.to_ndarray(format="rgb24")  # swscale: any pix_fmt (10-bit, gray) -> uint8 RGB
+            yield resize_long_side(rotate(rgb, info.rotation), size), idx, t
     if wanted:
         st["missing"] = sorted(wanted)
         msg = (f"{len(wanted)} frame(s) of [{start}, {stop}) did not decode (first: {min(wanted)})"
@@ -125,17 +126,23 @@ def read_frames(
         ``frames`` uint8 ``[N, H, W, 3]`` RGB, ``frame_indices`` int64 ``[N]``, ``pts_times``
         float64 ``[N]`` seconds. Arguments as for :func:`iter_frames`.
     """
-    frames, indices, times = [], [], []
+    info = info if info is not None else probe_video(uri, filesystem)
+    stop_ = info.num_frames if stop is None else stop
+    n = len(range(start, stop_, stride)) if stride >= 1 else 0
+    frames: Optional[np.ndarray] = None
+    indices = np.zeros((n,), np.int64)
+    times = np.zeros((n,), np.float64)
+    k = 0
     for f, i, t in iter_frames(uri, start, stop, stride, size, info, stats, allow_partial, filesystem):
-        frames.append(f)
-        indices.append(i)
-        times.append(t)
-    if not frames:
-        h = w = 0
-        if info is not None:
-            h, w = info.height, info.width
-        return (np.zeros((0, h, w, 3), np.uint8), np.zeros((0,), np.int64), np.zeros((0,), np.float64))
-    return np.stack(frames), np.asarray(indices, np.int64), np.asarray(times, np.float64)
+        if frames is None:  # allocated once the (possibly resized) frame size is known
+            frames = np.empty((n,) + f.shape, np.uint8)
+        frames[k], indices[k], times[k] = f, i, t
+        k += 1
+    if frames is None:
+        h, w = (info.height, info.width) if not size else resize_long_side(
+            np.zeros((info.height, info.width, 3), np.uint8), size).shape[:2]
+        frames = np.zeros((0, h, w, 3), np.uint8)
+    return frames[:k], indices[:k], times[:k]
 
 
 def _iter_images(info: VideoInfo, start: int, stop: int, stride: int, size: Optional[int],
@@ -153,8 +160,8 @@ def _iter_images(info: VideoInfo, start: int, stop: int, stride: int, size: Opti
 
 def _iter_video(uri: str, info: VideoInfo, start: int, stop: int, st: dict,
                 filesystem: Any) -> Iterator[tuple[np.ndarray, int, float]]:
-    """Decoded frames with index in ``[start, stop)`` as ``([h, w, 3] RGB before rotation, index,
-    pts_time)``, in presentation order."""
+    """Decoded frames with index in ``[start, stop)`` as ``(av.VideoFrame, index, pts_time)``, in
+    presentation order."""
     import av
 
     pts = info.pts
@@ -186,7 +193,7 @@ def _iter_video(uri: str, info: VideoInfo, start: int, stop: int, st: dict,
                 if idx >= stop:
                     break
                 t = info.pts_time(idx) if pts is not None else info.start_time + idx / info.fps
-                yield frame.to_ndarray(format="rgb24"), idx, t
+                yield frame, idx, t
         except av.error.FFmpegError as exc:
             raise VideoError(uri, f"decoding failed ({exc})") from exc
         finally:

@@ -19,7 +19,8 @@ CASES = {
     "vp9_webm": dict(codec="libvpx-vp9", fmt="webm", gop=12),
     "h264_mkv_bframes": dict(fmt="matroska", gop=12, bframes=2),
     "h264_yuv444p": dict(pix_fmt="yuv444p"),
-    "h264_gray": dict(pix_fmt="gray"),
+    "h264_gray": dict(pix_fmt="gray"),  # 4:0:0 H.264; FFmpeg decodes it as yuv420p
+    "ffv1_gray_mkv": dict(codec="ffv1", pix_fmt="gray", fmt="matroska"),
     "h264_yuv420p10le": dict(pix_fmt="yuv420p10le", bframes=2),
     "h264_yuv444p_853x479": dict(pix_fmt="yuv444p", w=853, h=479, n=8, gop=4),
     "mpeg4_yuv420p_853x479": dict(codec="mpeg4", w=853, h=479, n=8, gop=4),
@@ -41,6 +42,8 @@ def test_probe_and_read_every_frame(case):
     info = probe_video(str(path))
     assert (info.kind, info.num_frames, info.width, info.height, info.rotation) == ("video", n, w, h, 0)
     assert info.keyframes[0] == 0 and not info.truncated
+    if kw.get("pix_fmt", "yuv420p") != "gray" or kw.get("codec") == "ffv1":
+        assert info.pix_fmt == kw.get("pix_fmt", "yuv420p")
     if kw.get("codec", "libx264") == "libx264":
         assert info.keyframes == list(range(0, n, kw.get("gop", 12)))
     assert abs(info.fps - 25) < 1e-6 and abs(info.duration - n / 25) < 1e-3
@@ -131,5 +134,7 @@ def test_file_uri_and_to_dict(make_video):
     d = info.to_dict()
     assert json.loads(json.dumps(d))["num_frames"] == N and len(d["pts"]) == N
     assert "pts" not in info.to_dict(tables=False)
+    with pytest.raises(ValueError, match="lacks 'pts'"):
+        type(info).from_dict(info.to_dict(tables=False))
     frames, idx, _ = read_frames("file://" + str(path), 28, 30, info=type(info).from_dict(d))
     assert idx.tolist() == [28, 29] and [decode_index(f) for f in frames] == [28, 29]
