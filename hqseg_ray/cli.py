@@ -15,6 +15,7 @@ from typing import Optional, Sequence
 COMMANDS: dict[str, tuple[str, str]] = {
     # name: ("module:Class", one-line help)
     "validate": ("hqseg_ray.commands:ValidateCommand", "check a config (and its manifest) without running it"),
+    "segment": ("hqseg_ray.track.segment:SegmentCommand", "segment one video on this machine (no Ray) into Parquet masks"),
     "label": ("hqseg_ray.pipeline.cli:LabelCommand", "run a bulk labeling job on Ray (embedded or a cluster)"),
     "demo": ("hqseg_ray.pipeline.cli:DemoCommand", "synthetic videos -> labeling job with the toy model -> overlays"),
     "serve": ("hqseg_ray.serve.command:ServeCommand", "run the online endpoint (Ray Serve, HTTP /v1) until Ctrl-C"),
