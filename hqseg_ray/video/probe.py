@@ -158,8 +158,6 @@ def _rotation_of(frame: Any, stream: Any) -> int:
 
 
 def _probe_container(uri: str, filesystem: Any) -> VideoInfo:
-    import av
-
     container, close = open_container(uri, filesystem)
     try:
         if not container.streams.video:
@@ -182,9 +180,12 @@ def _probe_container(uri: str, filesystem: Any) -> VideoInfo:
         time_base = float(tb) if tb else None
         pts_known = all(r[0] is not None for r in rows) and bool(time_base)
         if not pts_known:
-            # e.g. raw .h264 streams: frames are numbered in decode order (no B-frame reordering
-            # information); read_frames decodes from the start for such inputs
+            # e.g. raw .h264 streams: frames are numbered in the order the decoder outputs them
+            # (presentation order); read_frames decodes such inputs from the start
             warnings.append("packets carry no pts; frames are numbered in decode order")
+        elif len({r[0] for r in rows}) != len(rows):
+            pts_known = False  # a pts cannot identify a frame when two frames share it
+            warnings.append("several packets share a pts; frames are numbered in decode order")
         # truncation: a cut packet or demux error, fewer frames or less time than declared
         truncated = cut is not None
         if cut:
@@ -194,11 +195,11 @@ def _probe_container(uri: str, filesystem: Any) -> VideoInfo:
         if declared and declared > len(rows):
             truncated = True
             warnings.append(f"container declares {declared} frames but only {len(rows)} are intact")
-        elif (pts_known and declared_s and fps and container.format.name.startswith(("matroska", "mov"))
-              and _span(rows, time_base, fps)[1] + 2.0 / fps < declared_s):
-            truncated = True
-            warnings.append(f"container declares {declared_s:.3f} s but the frames end at "
-                            f"{_span(rows, time_base, fps)[1]:.3f} s")
+        elif pts_known and declared_s and fps and container.format.name.startswith(("matroska", "mov")):
+            end_s = _span(rows, time_base, fps)[1]
+            if end_s + 2.0 / fps < declared_s:  # e.g. Matroska cut mid-file: no partial packet seen
+                truncated = True
+                warnings.append(f"container declares {declared_s:.3f} s but the frames end at {end_s:.3f} s")
         if truncated and pts_known:
             rows = _contiguous_prefix(rows)
         n = len(rows)

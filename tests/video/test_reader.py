@@ -65,15 +65,18 @@ def test_read_inner_range_with_stride(case):
     assert stats["returned"] == len(idx) and stats["seek_frame"] <= start
 
 
-def test_rotation_90(make_video):
-    path = make_video("rot90.mp4", n=12, rotation_cw=90)
+@pytest.mark.parametrize("rotation", [90, 180, 270])
+def test_rotation_metadata(make_video, rotation):
+    path = make_video(f"rot{rotation}.mp4", n=12, rotation_cw=rotation)
     info = probe_video(str(path))
-    assert (info.rotation, info.width, info.height) == (90, 48, 64)
+    w, h = (48, 64) if rotation in (90, 270) else (64, 48)
+    assert (info.rotation, info.width, info.height) == (rotation, w, h)
     frames, idx, _ = read_frames(str(path), 3, 9, info=info)
-    assert frames.shape == (6, 64, 48, 3)
-    # the marker (bottom-left of the stored picture) is top-left after a clockwise turn
-    assert frames[0, :16, :8].mean() > 200 and frames[0, -16:, -8:].mean() < 60
-    assert [decode_index(f, rotation=90) for f in frames] == list(range(3, 9))
+    assert frames.shape == (6, h, w, 3)
+    if rotation == 90:  # the marker (bottom-left of the stored picture) is top-left after a clockwise turn
+        assert frames[0, :16, :8].mean() > 200 and frames[0, -16:, -8:].mean() < 60
+    # decode_index turns the frame back and checks the marker: a turn the wrong way fails there
+    assert [decode_index(f, rotation=rotation) for f in frames] == list(range(3, 9))
 
 
 def test_resize_long_side(make_video):
@@ -138,3 +141,20 @@ def test_file_uri_and_to_dict(make_video):
         type(info).from_dict(info.to_dict(tables=False))
     frames, idx, _ = read_frames("file://" + str(path), 28, 30, info=type(info).from_dict(d))
     assert idx.tolist() == [28, 29] and [decode_index(f) for f in frames] == [28, 29]
+
+
+def test_frames_that_do_not_decode_raise_or_are_listed(make_video, caplog):
+    import copy
+
+    from hqseg_ray.video import VideoError
+
+    path = make_video("h264_gop12.mp4", n=N, gop=12)
+    info = copy.deepcopy(probe_video(str(path)))
+    info.pts.append(info.pts[-1] + 512)  # a frame the file does not hold
+    info.num_frames += 1
+    with pytest.raises(VideoError, match=r"1 frame\(s\) of \[28, 31\) did not decode \(first: 30\)"):
+        read_frames(str(path), 28, 31, info=info)
+    stats: dict = {}
+    frames, idx, _ = read_frames(str(path), 28, 31, info=info, stats=stats, allow_partial=True)
+    assert idx.tolist() == [28, 29] and stats["missing"] == [30] and frames.shape[0] == 2
+    assert "did not decode" in caplog.text
