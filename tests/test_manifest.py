@@ -145,3 +145,22 @@ def test_rle_problems_without_video():
     with pytest.raises(PromptValidationError) as ei:
         validate_prompts(row)
     assert "mask size must be [H, W]" in str(ei.value) and "got keys ['counts']" in str(ei.value)
+
+
+def test_unreachable_remote_manifest_is_a_manifest_error():
+    import socket
+    import time
+
+    from pyarrow import fs
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    s3 = fs.S3FileSystem(endpoint_override=f"127.0.0.1:{port}", scheme="http", access_key="x", secret_key="y",
+                         region="us-east-1", connect_timeout=1, request_timeout=1,
+                         retry_strategy=fs.AwsStandardS3RetryStrategy(max_attempts=1))
+    t0 = time.monotonic()
+    with pytest.raises(ManifestError, match=r"manifest 's3://b/m.jsonl': cannot reach it"):
+        load_manifest("s3://b/m.jsonl", filesystem=s3)
+    assert time.monotonic() - t0 < 15

@@ -18,7 +18,7 @@ from pydantic import ValidationError as _ValidationError
 from hqseg_ray.prompts import ManifestError, ManifestRow
 
 from .source import IMAGE_EXTS as _IMAGE_EXTS
-from .source import (file_kind, is_remote, local_path, natural_key, read_bytes, resolve_fs)
+from .source import VideoError, file_kind, is_remote, local_path, natural_key, read_bytes, resolve_fs
 
 # videos a folder or glob manifest picks up (raw streams like .h264 only when named explicitly)
 _VIDEO_EXTS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts", ".mts", ".mpg", ".mpeg",
@@ -65,6 +65,13 @@ def iter_manifest(source: Union[str, _os.PathLike, list], filesystem: Any = None
 
 def _read_source(name: str, filesystem: Any) -> tuple[list, Optional[str]]:
     """``([(where, row dict)], base folder for relative paths)``."""
+    try:
+        return _read_source_unchecked(name, filesystem)
+    except VideoError as exc:  # the shared URI helpers speak of videos; this input is a manifest
+        raise ManifestError(f"manifest {name!r}: {exc.reason}") from exc
+
+
+def _read_source_unchecked(name: str, filesystem: Any) -> tuple[list, Optional[str]]:
     lower = name.lower()
     if any(c in name for c in "*?["):
         return [(f"match {v!r}", {"video": v}) for v in _glob_videos(name, filesystem)], None
