@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("hqseg_ray.synth.dataset:SynthCommand", "write synthetic videos with ground truth (MP4, DAVIS PNG, manifests)"),
     "train-toy": ("hqseg_ray.train.toy:TrainToyCommand", "train the toy model (toy, trained on synthetic scenes) on the CPU"),
     "eval": ("hqseg_ray.eval.command:EvalCommand", "score Parquet masks against DAVIS-layout ground truth (J, F, J&F, ID switches)"),
+    "export": ("hqseg_ray.export.formats:ExportCommand", "write COCO / YouTube-VIS / DAVIS PNG / overlay MP4 exports from a job's Parquet output"),
 }
 
 

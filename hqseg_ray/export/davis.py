@@ -1,0 +1,85 @@
+"""DAVIS palette PNG folders: ``OUTPUT/exports/davis/<video_id>/00000.png``, one per frame.
+
+Each PNG is mode ``P`` with the standard DAVIS (PASCAL VOC) palette, pixel value = object id,
+0 = background; every frame of the video gets a PNG, empty frames included. Where masks overlap
+the higher-scoring object is on top (equal scores: the larger id). Ids must lie in 1..255 (a PNG
+palette index); with ``remap=True`` the ids of a video are renumbered 1..K in ascending order and
+``ids.json`` (``{"<png value>": object_id}``) is written next to the PNGs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from typing import Optional, Sequence
+
+import numpy as np
+
+from hqseg_ray.export.formats import (ObjectMask, VideoMasks, collect_errors, iter_videos, raise_problems,
+                                      safe_name)
+
+
+def id_map(objs: list[ObjectMask], height: int, width: int, values: dict[int, int]) -> np.ndarray:
+    """Masks of one frame -> ``[H, W]`` uint8 map of ``values[object_id]`` (higher score on top)."""
+    out = np.zeros((height, width), dtype=np.uint8)
+    for o in sorted(objs, key=lambda o: (o.score, o.object_id)):
+        m = o.mask()
+        if m.shape != out.shape:
+            raise ValueError(f"object {o.object_id}: mask is {list(m.shape)}, the video is {[height, width]}")
+        out[m] = values[o.object_id]
+    return out
+
+
+def palette_values(vm: VideoMasks, remap: bool) -> dict[int, int]:
+    """Object id -> PNG value for one video (identity unless ``remap``)."""
+    ids = vm.object_ids
+    if remap:
+        if len(ids) > 255:
+            raise ValueError(f"{len(ids)} objects: a palette PNG holds at most 255")
+        return {oid: i + 1 for i, oid in enumerate(ids)}
+    bad = [oid for oid in ids if not 1 <= oid <= 255]
+    if bad:
+        raise ValueError(f"object ids {bad[:5]} are outside 1..255 (a palette PNG index); "
+                         "rerun with --davis-remap to renumber them 1..K (ids.json keeps the mapping)")
+    return {oid: oid for oid in ids}
+
+
+def write_davis_video(vm: VideoMasks, folder: str, remap: bool = False) -> int:
+    """Write one video's PNGs into ``folder`` (replaced as a whole); returns the PNG count."""
+    from PIL import Image
+
+    from hqseg_ray.synth.dataset import DAVIS_PALETTE
+
+    values = palette_values(vm, remap)
+    tmp = f"{folder}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    try:
+        n = 0
+        for t, objs in vm.frames():
+            im = Image.fromarray(id_map(objs, vm.height, vm.width, values), mode="P")
+            im.putpalette(DAVIS_PALETTE)
+            im.save(os.path.join(tmp, f"{t:05d}.png"))
+            n += 1
+        if remap:
+            with open(os.path.join(tmp, "ids.json"), "w") as f:
+                json.dump({str(v): oid for oid, v in values.items()}, f)
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return n
+
+
+def export_davis(output_dir: str, video_ids: Optional[Sequence[str]] = None, remap: bool = False) -> str:
+    """Write ``exports/davis/<video_id>/`` for each video; returns ``exports/davis``."""
+    out = os.path.join(output_dir, "exports", "davis")
+    os.makedirs(out, exist_ok=True)
+    problems: list[str] = []
+    for vm in iter_videos(output_dir, video_ids, problems, "davis"):
+        with collect_errors(problems, "davis", vm.video_id):
+            write_davis_video(vm, os.path.join(out, safe_name(vm.video_id)), remap=remap)
+    raise_problems(problems, "davis", out)
+    return out

@@ -1,0 +1,64 @@
+"""Overlay videos for people: ``OUTPUT/overlay/<video_id>.mp4`` plus a ``.png`` preview.
+
+The source video (``video`` column of ``videos.parquet``) is decoded frame by frame at its own size
+and every non-empty mask is drawn on it (tint, contour, ``id:score``) by
+:func:`hqseg_ray.video.render_overlay`, higher scores drawn last; the MP4 is H.264 at the source's
+frame rate (:func:`hqseg_ray.video.write_overlay_video`). The PNG is the first frame with the most
+objects. Masks whose size differs from the frame's are resized (nearest) to it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterator, Optional, Sequence
+
+import numpy as np
+
+from hqseg_ray.export.formats import VideoMasks, collect_errors, iter_videos, raise_problems, safe_name
+
+
+def _masks_for(vm: VideoMasks, frame_index: int, height: int, width: int) -> tuple[dict, dict]:
+    """``({object_id: [H, W] bool}, {object_id: score})`` of one frame, lowest score first."""
+    import cv2
+
+    masks, scores = {}, {}
+    for o in sorted(vm.at(frame_index), key=lambda o: (o.score, o.object_id)):
+        m = o.mask()
+        if m.shape != (height, width):
+            m = cv2.resize(m.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST).astype(bool)
+        masks[o.object_id], scores[o.object_id] = m, o.score
+    return masks, scores
+
+
+def write_overlay(vm: VideoMasks, mp4_path: str, png_path: Optional[str] = None) -> int:
+    """Render one video's overlay MP4 (and preview PNG); returns the number of frames written."""
+    from hqseg_ray.video import iter_frames, render_overlay, write_overlay_png, write_overlay_video
+
+    info = vm.probe()
+    preview = vm.busiest_frame()
+
+    def rendered() -> Iterator[np.ndarray]:
+        for frame, t, _ in iter_frames(vm.uri, info=info):
+            masks, scores = _masks_for(vm, t, frame.shape[0], frame.shape[1])
+            img = render_overlay(frame, masks, scores)
+            if png_path and t == preview:
+                write_overlay_png(png_path, img)
+            yield img
+
+    n = write_overlay_video(mp4_path, rendered(), info.fps)
+    if n < vm.num_frames:
+        raise ValueError(f"the source {vm.uri!r} gave {n} frames, the masks cover {vm.num_frames}")
+    return n
+
+
+def export_overlay(output_dir: str, video_ids: Optional[Sequence[str]] = None) -> str:
+    """Write ``overlay/<video_id>.mp4`` and ``.png`` for each video; returns ``overlay``."""
+    out = os.path.join(output_dir, "overlay")
+    os.makedirs(out, exist_ok=True)
+    problems: list[str] = []
+    for vm in iter_videos(output_dir, video_ids, problems, "overlay"):
+        with collect_errors(problems, "overlay", vm.video_id):
+            name = safe_name(vm.video_id)
+            write_overlay(vm, os.path.join(out, f"{name}.mp4"), os.path.join(out, f"{name}.png"))
+    raise_problems(problems, "overlay", out)
+    return out

@@ -1,0 +1,85 @@
+"""YouTube-VIS JSON, one file for all exported videos: ``OUTPUT/exports/ytvis/instances.json``.
+
+* ``videos``: ``id`` (1, 2, ... in video id order), ``name`` (the video id), ``width``,
+  ``height``, ``length`` (frames), ``file_names`` (``<video_id>/00000.jpg`` ..., as COCO's).
+* ``annotations``: one per track (object id): ``video_id``, ``category_id`` 1, ``iscrowd`` 0,
+  ``segmentations`` / ``areas`` / ``bboxes`` with one entry per frame (compressed RLE
+  ``{"size": [H, W], "counts": str}``, pixels, ``[x, y, w, h]``; ``null`` where the object is
+  absent), ``score`` (mean over its frames), ``object_id``, ``width``, ``height``.
+* ``categories``: ``[{"id": 1, "name": "object"}]``.
+
+The file is assembled from two temporary files (videos, annotations) written one video at a time,
+so memory holds one video whatever the number of videos.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from typing import Optional, Sequence
+
+from hqseg_ray.export.coco import CATEGORIES, frame_file_name
+from hqseg_ray.export.formats import VideoMasks, collect_errors, iter_videos, raise_problems
+
+_COMPACT = (",", ":")
+
+
+def video_to_ytvis(vm: VideoMasks, numeric_id: int, first_annotation_id: int) -> tuple[dict, list[dict]]:
+    """One video as a YouTube-VIS ``videos`` entry and its per-track ``annotations``."""
+    n = vm.num_frames
+    video = {"id": numeric_id, "name": vm.video_id, "width": vm.width, "height": vm.height, "length": n,
+             "file_names": [frame_file_name(vm.video_id, t) for t in range(n)]}
+    tracks: dict[int, dict] = {}
+    for t, objs in vm.frames():
+        for o in objs:
+            tr = tracks.setdefault(o.object_id, {"segmentations": [None] * n, "areas": [None] * n,
+                                                 "bboxes": [None] * n, "scores": []})
+            tr["segmentations"][t], tr["areas"][t], tr["bboxes"][t] = o.rle, o.area, o.bbox_xywh
+            tr["scores"].append(o.score)
+    annotations = []
+    for oid in sorted(tracks):
+        tr = tracks[oid]
+        annotations.append({
+            "id": first_annotation_id + len(annotations), "video_id": numeric_id, "category_id": 1,
+            "iscrowd": 0, "width": vm.width, "height": vm.height, "object_id": oid,
+            "score": float(sum(tr["scores"]) / len(tr["scores"])),
+            "segmentations": tr["segmentations"], "areas": tr["areas"], "bboxes": tr["bboxes"],
+        })
+    return video, annotations
+
+
+def export_ytvis(output_dir: str, video_ids: Optional[Sequence[str]] = None) -> str:
+    """Write ``exports/ytvis/instances.json``; returns its path."""
+    out_dir = os.path.join(output_dir, "exports", "ytvis")
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, "instances.json")
+    parts = {k: f"{path}.{k}.tmp-{os.getpid()}" for k in ("videos", "annotations")}
+    problems: list[str] = []
+    n_videos = n_annotations = 0
+    try:
+        with open(parts["videos"], "w") as fv, open(parts["annotations"], "w") as fa:
+            for vm in iter_videos(output_dir, video_ids, problems, "ytvis"):
+                with collect_errors(problems, "ytvis", vm.video_id):
+                    video, anns = video_to_ytvis(vm, n_videos + 1, n_annotations + 1)
+                    fv.write(("," if n_videos else "") + json.dumps(video, separators=_COMPACT))
+                    for a in anns:
+                        fa.write(("," if n_annotations else "") + json.dumps(a, separators=_COMPACT))
+                        n_annotations += 1
+                    n_videos += 1
+        head = {"info": {"description": "hqseg-ray masks (YouTube-VIS layout)"}, "licenses": [],
+                "categories": CATEGORIES}
+        tmp = f"{path}.tmp-{os.getpid()}"
+        with open(tmp, "w") as f:
+            f.write(json.dumps(head, separators=_COMPACT)[:-1] + ',"videos":[')
+            for key, closing in (("videos", '],"annotations":['), ("annotations", "]}")):
+                with open(parts[key]) as src:
+                    shutil.copyfileobj(src, f)
+                f.write(closing)
+        os.replace(tmp, path)
+    finally:
+        for p in parts.values():
+            if os.path.exists(p):
+                os.remove(p)
+    raise_problems(problems, "ytvis", path)
+    return path
