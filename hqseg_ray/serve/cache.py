@@ -11,10 +11,12 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, Iterator, Optional, TypeVar
 
+from hqseg_ray.serve.errors import PayloadTooLarge
+
 V = TypeVar("V")
 
 
-class TooLarge(ValueError):
+class TooLarge(PayloadTooLarge):
     """The item alone is larger than the cache's byte bound."""
 
 

@@ -1,0 +1,253 @@
+"""``HQSegAPI``: the FastAPI ingress (``/v1``, OpenAPI at ``/docs`` and ``/openapi.json``).
+
+The ingress owns the client state (image embeddings, video sessions), bounded in bytes, count and
+idle time; the engine replicas behind it are stateless. Run ONE ingress replica: image and session
+ids live in its memory (a second replica would not know them).
+"""
+
+# no `from __future__ import annotations`: FastAPI must resolve the route annotations at runtime
+
+import asyncio
+import logging
+import os
+import secrets
+import time
+from collections import OrderedDict
+from typing import Any, Optional
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from ray import serve
+
+from hqseg_ray.config import ServeConfig
+from hqseg_ray.serve import inputs
+from hqseg_ray.serve.cache import BoundedCache
+from hqseg_ray.serve.errors import ClientError, NotFound, status_of
+from hqseg_ray.serve.schemas import ImageIn, ImageOut, OneShotRequest, SegmentOut, SegmentRequest, to_prompts
+from hqseg_ray.serve.uris import read_uri
+
+logger = logging.getLogger(__name__)
+MASK_IDS_PER_IMAGE = 16
+_LIMIT_ENV = "HQSEG_SERVE_MAX_UPLOAD_BYTES"  # set per replica in HQSegAPI.__init__
+
+app = FastAPI(title="hqseg-ray", version="1",
+              description="SAM-HQ segmentation: cached-image clicks, one-shot segmentation and video "
+              "sessions. Masks are COCO RLE; coordinates are pixels of the original image.")
+
+
+class _LimitFromConfig(inputs.BodyLimitMiddleware):
+    """Reads the limit the replica was configured with. Serve pickles the app (and with it this
+    middleware) at decoration time, before any config exists, so the limit travels through the
+    replica process's environment."""
+
+    @property
+    def max_bytes(self) -> int:
+        return int(os.environ.get(_LIMIT_ENV, 64 << 20))
+
+    @max_bytes.setter
+    def max_bytes(self, value: int) -> None:
+        pass
+
+
+app.add_middleware(_LimitFromConfig, max_bytes=0)
+
+
+@app.exception_handler(ValueError)
+async def _client_error(request: Request, exc: ValueError) -> JSONResponse:
+    cause = getattr(exc, "cause", None) or exc  # unwrap errors raised inside an engine replica
+    return JSONResponse({"detail": str(cause)}, status_code=status_of(cause))
+
+
+_UPLOAD_BODY = {"requestBody": {"required": True, "content": {
+    "multipart/form-data": {"schema": {"type": "object", "properties": {
+        "image": {"type": "string", "format": "binary"}, "uri": {"type": "string"}}}},
+    "application/json": {"schema": ImageIn.model_json_schema()},
+    "image/*": {"schema": {"type": "string", "format": "binary"}}}}}
+
+
+class ImageEntry:
+    """A cached image: its embeddings and the low-res logits of its latest masks."""
+
+    def __init__(self, embeddings, height: int, width: int) -> None:
+        self.embeddings = embeddings
+        self.height, self.width = height, width
+        self.logits: OrderedDict = OrderedDict()
+
+    @property
+    def nbytes(self) -> int:
+        return self.embeddings.nbytes + sum(v.nbytes for v in self.logits.values())
+
+    def remember(self, logits: np.ndarray) -> list[str]:
+        ids = []
+        for row in logits:
+            mask_id = "m_" + secrets.token_hex(6)
+            self.logits[mask_id] = row
+            ids.append(mask_id)
+        while len(self.logits) > MASK_IDS_PER_IMAGE:
+            self.logits.popitem(last=False)
+        return ids
+
+
+def _new_id(prefix: str) -> str:
+    return prefix + secrets.token_hex(8)
+
+
+@serve.deployment(name="HQSegAPI", max_ongoing_requests=64)
+@serve.ingress(app)
+class HQSegAPI:
+    def __init__(self, engine, serve_config: dict, tracker_config: Optional[dict] = None) -> None:
+        from ray.serve import metrics
+
+        self.engine = engine
+        self.cfg = ServeConfig.model_validate(serve_config or {})
+        os.environ[_LIMIT_ENV] = str(self.cfg.max_upload_bytes)
+        self.images: BoundedCache[ImageEntry] = BoundedCache(self.cfg.cache_max_bytes, self.cfg.cache_ttl_s)
+        self.tracker_config = tracker_config or {}
+        self._info: Optional[dict] = None
+        self.sessions = None  # created on first use (needs hqseg_ray.video and hqseg_ray.track)
+        self.m_requests = metrics.Counter("hqseg_requests", description="HTTP requests by route and status.",
+                                          tag_keys=("route", "status"))
+        self.m_latency = metrics.Histogram(
+            "hqseg_request_seconds", description="HTTP request latency by route.",
+            boundaries=[0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30], tag_keys=("route",))
+        self.m_cache = metrics.Counter("hqseg_image_cache_lookups", description="Image cache lookups.",
+                                       tag_keys=("result",))
+
+    async def engine_info(self) -> dict:
+        if self._info is None:
+            self._info = await self.engine.info.remote()
+        return self._info
+
+    def _observe(self, route: str, status: int, t0: float) -> None:
+        self.m_requests.inc(tags={"route": route, "status": str(status)})
+        self.m_latency.observe(time.perf_counter() - t0, tags={"route": route})
+
+    # -- health and stats -------------------------------------------------------------------
+    @app.get("/healthz", summary="200 when the engine is loaded and answering")
+    async def healthz(self) -> JSONResponse:
+        try:
+            info = await asyncio.wait_for(self.engine_info(), timeout=10)
+        except Exception as exc:  # not ready yet: 503 so that load balancers wait
+            return JSONResponse({"status": "starting", "detail": str(exc)}, status_code=503)
+        return JSONResponse({"status": "ok", "model": info["label"]})
+
+    @app.get("/v1/stats", summary="Counters: cache, batches (decoder batch sizes), sessions")
+    async def stats(self) -> dict:
+        engine_stats = await self.engine.stats.remote()
+        return {"images": {"count": len(self.images), "bytes": self.images.nbytes,
+                           "max_bytes": self.images.max_bytes, **self.images.stats},
+                "sessions": self.sessions.stats() if self.sessions is not None else {"count": 0},
+                "engine": engine_stats}
+
+    # -- images -------------------------------------------------------------------------------
+    async def _image_from_request(self, request: Request) -> np.ndarray:
+        ctype = request.headers.get("content-type", "").lower()
+        body = await request.body()
+        if ctype.startswith("multipart/form-data"):
+            fields = inputs.parse_multipart(body, request.headers["content-type"])
+            if "image" in fields:
+                return await self._decode(fields["image"][1])
+            if "uri" in fields:
+                return await self._image_from_uri(fields["uri"][1].decode("utf-8", "replace").strip())
+            raise ClientError(f"multipart body needs an 'image' file or a 'uri' field; got {sorted(fields)}")
+        if ctype.startswith("application/json"):
+            try:
+                payload = ImageIn.model_validate_json(body)
+            except ValueError as exc:
+                raise ClientError(f"invalid JSON body: {exc}") from None
+            return await self._image_from_json(payload.image, payload.uri)
+        if ctype.startswith(("image/", "application/octet-stream")):
+            return await self._decode(body)
+        raise ClientError(f"unsupported Content-Type {ctype!r}: send multipart/form-data, application/json "
+                          "or the image bytes (image/png, image/jpeg, ...)")
+
+    async def _image_from_json(self, image: Optional[str], uri: Optional[str]) -> np.ndarray:
+        if (image is None) == (uri is None):
+            raise ClientError("give exactly one of 'image' (base64) or 'uri'")
+        if image is not None:
+            return await self._decode(inputs.decode_base64(image, "image"))
+        return await self._image_from_uri(uri)
+
+    async def _image_from_uri(self, uri: str) -> np.ndarray:
+        data = await asyncio.to_thread(read_uri, uri, self.cfg.allowed_uri_prefixes, self.cfg.max_upload_bytes)
+        return await self._decode(data)
+
+    async def _decode(self, data: bytes) -> np.ndarray:
+        return await asyncio.to_thread(inputs.decode_image, data, self.cfg.max_image_pixels)
+
+    async def _add_image(self, image: np.ndarray) -> tuple[str, ImageEntry]:
+        emb = await self.engine.encode.remote(image)
+        entry = ImageEntry(emb, int(image.shape[0]), int(image.shape[1]))
+        image_id = _new_id("img_")
+        self.images.put(image_id, entry, entry.nbytes)
+        return image_id, entry
+
+    @app.post("/v1/images", response_model=ImageOut, openapi_extra=_UPLOAD_BODY,
+              summary="Upload an image once: it is encoded and its embedding cached")
+    async def add_image(self, request: Request) -> ImageOut:
+        t0 = time.perf_counter()
+        image = await self._image_from_request(request)
+        image_id, entry = await self._add_image(image)
+        self._observe("images", 200, t0)
+        return ImageOut(image_id=image_id, width=entry.width, height=entry.height)
+
+    @app.delete("/v1/images/{image_id}", summary="Drop a cached image")
+    async def delete_image(self, image_id: str) -> dict:
+        if self.images.pop(image_id) is None:
+            raise NotFound(f"image {image_id!r} is not cached")
+        return {"deleted": image_id}
+
+    def _entry(self, image_id: str) -> ImageEntry:
+        entry = self.images.get(image_id)
+        self.m_cache.inc(tags={"result": "hit" if entry is not None else "miss"})
+        if entry is None:
+            raise NotFound(f"image {image_id!r} is not cached: unknown, deleted, or evicted (idle for "
+                           f"{self.cfg.cache_ttl_s:g} s, or pushed out by newer images past "
+                           f"{self.cfg.cache_max_bytes} bytes); upload it again with POST /v1/images")
+        return entry
+
+    async def _segment(self, entry: ImageEntry, req: SegmentRequest) -> list[dict]:
+        from hqseg_ray.serve.engine_deployment import DecodeRequest
+
+        info = await self.engine_info()
+        ih_iw = entry.embeddings.input_sizes[0]
+
+        def to_low_res(mask: np.ndarray) -> np.ndarray:
+            return inputs.mask_to_low_res_logits(mask, ih_iw, info["image_size"], tuple(info["low_res_size"]))
+
+        def lookup(mask_id: str):
+            row = entry.logits.get(mask_id)
+            return None if row is None else row.astype(np.float32)
+
+        prompts = to_prompts(req.prompts, (entry.height, entry.width), to_low_res, lookup,
+                             self.cfg.max_prompts, self.cfg.max_points)
+        result = await self.engine.decode.remote(
+            DecodeRequest(entry.embeddings, prompts, req.multimask, req.hq_token_only))
+        ids = entry.remember(result.low_res_logits)
+        return [{**m, "mask_id": i} for m, i in zip(result.masks, ids)]
+
+    @app.post("/v1/images/{image_id}/segment", response_model=SegmentOut,
+              summary="Decoder-only segmentation of a cached image (batched across clients)")
+    async def segment_image(self, image_id: str, req: SegmentRequest) -> SegmentOut:
+        t0 = time.perf_counter()
+        entry = self._entry(image_id)
+        masks = await self._segment(entry, req)
+        if image_id in self.images:  # its mask logits grew
+            self.images.resize(image_id, entry.nbytes)
+        self._observe("segment", 200, t0)
+        return SegmentOut(image_id=image_id, width=entry.width, height=entry.height, masks=masks,
+                          model=(await self.engine_info())["label"])
+
+    @app.post("/v1/segment", response_model=SegmentOut, summary="One shot: image and prompts in one request")
+    async def segment_once(self, req: OneShotRequest) -> SegmentOut:
+        t0 = time.perf_counter()
+        image = await self._image_from_json(req.image, req.uri)
+        emb = await self.engine.encode.remote(image)
+        entry = ImageEntry(emb, int(image.shape[0]), int(image.shape[1]))
+        masks = await self._segment(entry, req)
+        for m in masks:
+            m["mask_id"] = None  # one-shot images are not cached
+        self._observe("segment_once", 200, t0)
+        return SegmentOut(width=entry.width, height=entry.height, masks=masks,
+                          model=(await self.engine_info())["label"])

@@ -1,0 +1,64 @@
+"""``hqseg serve CONFIG``: start the online endpoint and block until Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+
+logger = logging.getLogger(__name__)
+
+
+class ServeCommand:
+    """Starts Serve on an embedded local Ray (or joins ``--address``) and runs the application.
+
+    CONFIG is either an hqseg config (sections ``model``, ``serve``, ``tracker``) or a Serve config
+    file (``applications: [...]``, e.g. configs/serve.yaml) whose applications use
+    ``hqseg_ray.serve.app:build_app``.
+    """
+
+    def add_arguments(self, p: argparse.ArgumentParser) -> None:
+        p.add_argument("config", help="YAML config: hqseg sections, or a Serve config file")
+        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config value by its dotted key (repeatable)")
+        p.add_argument("--address", default=None,
+                       help="Ray cluster to join (default: start an embedded local Ray)")
+
+    def run(self, args: argparse.Namespace) -> int:
+        from hqseg_ray.config import ServeConfig, load_yaml
+
+        data = load_yaml(args.config, args.overrides)
+        if "applications" in data:
+            http = data.get("http_options") or {}
+            host, port = http.get("host", "127.0.0.1"), int(http.get("port", 8000))
+            apps = [(a.get("name", "default"), a.get("route_prefix", "/"), a.get("args") or {},
+                     a.get("deployments") or []) for a in data["applications"]]
+        else:
+            from hqseg_ray.serve.app import resolve_args
+
+            data = resolve_args(data)
+            cfg = ServeConfig.model_validate(data.get("serve") or {})
+            host, port = cfg.host, cfg.port
+            apps = [(cfg.app_name, cfg.route_prefix, data, [])]
+
+        import ray
+        from ray import serve
+
+        from hqseg_ray.serve.app import build_app
+
+        built = [(name, prefix, build_app(a, deps)) for name, prefix, a, deps in apps]
+        ray.init(address=args.address, ignore_reinit_error=True)
+        serve.start(http_options={"host": host, "port": port})
+        try:
+            for name, prefix, application in built:
+                serve.run(application, name=name, route_prefix=prefix)
+            logger.info("hqseg serve: listening on http://%s:%d (GET /healthz, API under /v1, docs at "
+                        "/docs); Ctrl-C stops", host, port)
+            while True:
+                time.sleep(1.0)
+        except KeyboardInterrupt:
+            logger.info("hqseg serve: stopping")
+        finally:
+            serve.shutdown()
+            ray.shutdown()
+        return 0
