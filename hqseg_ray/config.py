@@ -297,6 +297,11 @@ class TrackerConfig(_Strict):
         0.3, ge=0.0, le=1.0,
         description="A re-acquired mask must have at least this fraction of the last good area (and at "
         "most max_area_growth times it).")
+    max_overlap: float = Field(
+        0.5, ge=0.0, le=1.0,
+        description="A propagated mask with more than this fraction of its pixels inside another object's mask "
+        "on the same frame (a seed's, a visible track's, or a re-acquired one's with a higher score) has jumped "
+        "to that object: it is rejected (the object counts as occluded on that frame).")
     detector_match_iou: float = Field(
         0.5, ge=0.0, le=1.0,
         description="A prompt without object_id (detector box) continues the track whose predicted box "

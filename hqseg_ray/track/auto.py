@@ -1,0 +1,87 @@
+"""Automatic object discovery on one encoded frame (SAM's "everything" mode, single crop).
+
+A grid of single positive points is decoded in batches; masks are kept when their predicted IoU
+and stability score are high enough and their area is plausible for an object, then de-duplicated
+by box NMS (torchvision). Filtering runs on the low-res logits, so only the kept masks are
+upsampled to the original frame size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from hqseg_ray.config import AutoConfig
+from hqseg_ray.prompts import Prompt
+
+
+@dataclass
+class Discovered:
+    """Discovered objects on one frame, best first.
+
+    Attributes:
+        masks: ``[K, H, W]`` bool at the original frame size.
+        logits: ``[K, h, w]`` float32 low-res logits.
+        scores: ``[K]`` float32 predicted IoU.
+    """
+
+    masks: np.ndarray
+    logits: np.ndarray
+    scores: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.scores.shape[0])
+
+
+def point_grid(n: int, size: tuple[int, int]) -> np.ndarray:
+    """``[n*n, 2]`` float (X, Y) cell centres of an n x n grid over an (H, W) frame."""
+    h, w = size
+    c = (np.arange(n) + 0.5) / n
+    xs, ys = np.meshgrid(c * w, c * h)
+    return np.stack([xs.ravel(), ys.ravel()], 1)
+
+
+def stability_score(logits: torch.Tensor, offset: float) -> torch.Tensor:
+    """``[P, h, w]`` logits -> ``[P]`` area(logits > offset) / area(logits > -offset)."""
+    hi = (logits > offset).flatten(1).sum(1).float()
+    lo = (logits > -offset).flatten(1).sum(1).float()
+    return torch.where(lo > 0, hi / lo.clamp(min=1), torch.zeros_like(lo))
+
+
+def discover_objects(engine, embeddings, frame: int, config: AutoConfig) -> Discovered:
+    """Find objects on encoded frame ``frame`` of ``embeddings`` (see the module docstring)."""
+    from torchvision.ops import nms
+
+    size = embeddings.original_sizes[frame]
+    ih, iw = embeddings.input_sizes[frame]
+    lh, lw = engine.low_res_size
+    vh, vw = max(1, round(ih * lh / engine.image_size)), max(1, round(iw * lw / engine.image_size))
+    pts = point_grid(config.points_per_side, size)
+    prompts = [Prompt(frame=frame, points=p[None], labels=[1]) for p in pts]
+    all_logits, scores = engine.decode_low_res(embeddings, prompts, multimask=True)
+    logits = all_logits[:, :vh, :vw].float()  # the frame's part of the padded grid
+    keep = scores >= config.pred_iou_thresh
+    keep &= stability_score(logits, config.stability_offset) >= config.stability_thresh
+    area_frac = (logits > 0).flatten(1).sum(1).float() / float(vh * vw)
+    keep &= (area_frac >= config.min_area_fraction) & (area_frac <= config.max_area_fraction)
+    idx = torch.nonzero(keep).flatten()
+    empty = Discovered(np.zeros((0, *size), bool), np.zeros((0, lh, lw), np.float32), np.zeros((0,), np.float32))
+    if idx.numel() == 0:
+        return empty
+    fg = logits[idx] > 0
+    ys = fg.any(2)
+    xs = fg.any(1)
+    ar_h, ar_w = torch.arange(vh, device=fg.device), torch.arange(vw, device=fg.device)
+    boxes = torch.stack([
+        torch.where(xs, ar_w, vw).min(1).values, torch.where(ys, ar_h, vh).min(1).values,
+        torch.where(xs, ar_w, -1).max(1).values + 1, torch.where(ys, ar_h, -1).max(1).values + 1], 1).float()
+    kept = nms(boxes, scores[idx].float(), config.nms_iou)[: config.max_objects]
+    sel = idx[kept]
+    full_logits = all_logits[sel]
+    masks = engine.postprocess(embeddings, [frame] * len(sel), full_logits)
+    areas = masks.reshape(len(sel), -1).sum(1)
+    ok = areas > 0
+    return Discovered(np.asarray(masks)[ok], full_logits.float().cpu().numpy()[ok],
+                      scores[sel].float().cpu().numpy()[ok])

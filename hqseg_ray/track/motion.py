@@ -1,0 +1,187 @@
+"""Geometry of one propagation step: optical-flow motion, boxes, interior points, logit warps.
+
+Conventions: boxes are ``[4]`` float XYXY in pixels of the original frame (pixel edges, as
+``hqseg_ray.masks.mask_to_box``); points ``[N, 2]`` (X, Y) pixels; masks ``[H, W]`` bool at the
+original frame size; low-res logits ``[h, w]`` float32 covering the model's padded square input
+(the frame resized so its long side is ``image_size``, top-left aligned).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import cv2
+import numpy as np
+
+FLOW_LONG_SIDE = 512  # optical flow runs on grey frames no larger than this (speed; motion is coarse)
+LOGIT_FILL = -20.0    # value of logits shifted in from outside (confident background)
+
+
+@dataclass
+class Motion:
+    """Motion of one object between two frames: translation (pixels, original frame) and a
+    scale factor about the box centre; ``points`` is how many tracked features supported it."""
+
+    dx: float = 0.0
+    dy: float = 0.0
+    scale: float = 1.0
+    points: int = 0
+
+
+def to_gray(frame: np.ndarray) -> tuple[np.ndarray, float]:
+    """``[H, W, 3]`` uint8 RGB -> (grey uint8 at most FLOW_LONG_SIDE on the long side, factor
+    from original pixels to grey pixels)."""
+    h, w = frame.shape[:2]
+    f = min(1.0, FLOW_LONG_SIDE / max(h, w))
+    g = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY)
+    if f < 1.0:
+        g = cv2.resize(g, (max(1, int(round(w * f))), max(1, int(round(h * f)))), interpolation=cv2.INTER_AREA)
+    return g, f
+
+
+def estimate_motions(prev_gray: np.ndarray, cur_gray: np.ndarray, factor: float, masks: Sequence[np.ndarray],
+                     max_corners: int = 40, min_points: int = 3) -> list[Motion]:
+    """Motion of each mask from ``prev_gray`` to ``cur_gray`` with pyramidal Lucas-Kanade.
+
+    Args:
+        prev_gray, cur_gray: grey frames from :func:`to_gray` (same size).
+        factor: original pixels -> grey pixels.
+        masks: ``[H, W]`` bool masks (original size) on the previous frame.
+    Returns: one :class:`Motion` per mask (zero motion when too few points track).
+    """
+    gh, gw = prev_gray.shape
+    all_pts, owner = [], []
+    for k, m in enumerate(masks):
+        m8 = m.astype(np.uint8)
+        if m8.shape != (gh, gw):
+            m8 = cv2.resize(m8, (gw, gh), interpolation=cv2.INTER_NEAREST)
+        if m8.sum() < 4:
+            continue
+        pts = cv2.goodFeaturesToTrack(prev_gray, maxCorners=max_corners, qualityLevel=0.01, minDistance=3,
+                                      mask=m8, blockSize=5)
+        if pts is None or len(pts) < min_points:  # textureless: fall back to a grid of mask pixels
+            ys, xs = np.nonzero(m8)
+            sel = np.linspace(0, len(xs) - 1, num=min(len(xs), max_corners)).astype(int)
+            pts = np.stack([xs[sel], ys[sel]], 1).astype(np.float32)[:, None, :]
+        all_pts.append(pts.reshape(-1, 1, 2).astype(np.float32))
+        owner += [k] * len(pts)
+    out = [Motion() for _ in masks]
+    if not all_pts:
+        return out
+    p0 = np.concatenate(all_pts)
+    p1, st, _ = cv2.calcOpticalFlowPyrLK(prev_gray, cur_gray, p0, None, winSize=(15, 15), maxLevel=3,
+                                         criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.03))
+    if p1 is None:
+        return out
+    owner_a = np.asarray(owner)
+    ok = st.reshape(-1) == 1
+    for k in range(len(masks)):
+        sel = (owner_a == k) & ok
+        n = int(sel.sum())
+        if n < min_points:
+            continue
+        a, b = p0[sel, 0], p1[sel, 0]
+        d = b - a
+        med = np.median(d, axis=0)
+        # robust: drop points far from the median displacement (occluder edges, background)
+        resid = np.linalg.norm(d - med, axis=1)
+        inl = resid <= max(1.0, 2.5 * np.median(resid) + 1e-6)
+        if inl.sum() >= min_points:
+            a, b = a[inl], b[inl]
+            med = np.median(b - a, axis=0)
+        scale = 1.0
+        if len(a) >= 4:
+            ra = np.linalg.norm(a - a.mean(0), axis=1)
+            rb = np.linalg.norm(b - b.mean(0), axis=1)
+            good = ra > 2.0
+            if good.sum() >= 3:
+                scale = float(np.clip(np.median(rb[good] / ra[good]), 0.85, 1.18))
+        out[k] = Motion(float(med[0]) / factor, float(med[1]) / factor, scale, int(len(a)))
+    return out
+
+
+def move_box(box: np.ndarray, motion: Motion) -> np.ndarray:
+    """Translate a box by the motion and scale it about its centre."""
+    x1, y1, x2, y2 = np.asarray(box, np.float64)
+    cx, cy = (x1 + x2) / 2 + motion.dx, (y1 + y2) / 2 + motion.dy
+    hw, hh = (x2 - x1) / 2 * motion.scale, (y2 - y1) / 2 * motion.scale
+    return np.array([cx - hw, cy - hh, cx + hw, cy + hh])
+
+
+def expand_box(box: np.ndarray, margin: float, size: tuple[int, int]) -> np.ndarray:
+    """Grow each side by ``margin`` x the box's width/height (at least 2 px), clip to (H, W)."""
+    x1, y1, x2, y2 = np.asarray(box, np.float64)
+    mx, my = max(2.0, margin * (x2 - x1)), max(2.0, margin * (y2 - y1))
+    h, w = size
+    out = np.array([x1 - mx, y1 - my, x2 + mx, y2 + my])
+    out[[0, 2]] = np.clip(out[[0, 2]], 0, w)
+    out[[1, 3]] = np.clip(out[[1, 3]], 0, h)
+    if out[2] - out[0] < 1 or out[3] - out[1] < 1:  # moved outside the frame: keep a sliver at the edge
+        out[2], out[3] = max(out[2], min(out[0] + 1, w)), max(out[3], min(out[1] + 1, h))
+        out[0], out[1] = min(out[0], out[2] - 1), min(out[1], out[3] - 1)
+    return out
+
+
+def interior_points(mask: np.ndarray, k: int) -> np.ndarray:
+    """Up to ``k`` points deep inside ``mask``: the distance-transform maximum, then the next
+    maxima outside the circles already taken. Returns ``[n, 2]`` float (X, Y) pixel centres."""
+    if k <= 0:
+        return np.zeros((0, 2))
+    ys, xs = np.nonzero(mask)
+    if xs.size == 0:
+        return np.zeros((0, 2))
+    x0, y0, x1, y1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+    crop = np.pad(mask[y0:y1, x0:x1].astype(np.uint8), 1)
+    dist = cv2.distanceTransform(crop, cv2.DIST_L2, 3)[1:-1, 1:-1]
+    out = []
+    for _ in range(k):
+        idx = int(np.argmax(dist))
+        r = float(dist.flat[idx])
+        if r <= 0:
+            break
+        py, px = divmod(idx, dist.shape[1])
+        out.append((x0 + px + 0.5, y0 + py + 0.5))
+        yy, xx = np.ogrid[: dist.shape[0], : dist.shape[1]]
+        dist[(yy - py) ** 2 + (xx - px) ** 2 <= (1.5 * r) ** 2] = 0
+    return np.asarray(out, np.float64).reshape(-1, 2)
+
+
+class LowResGeometry:
+    """Maps original-frame pixels to the model's low-res logit grid for one frame size."""
+
+    def __init__(self, original_size: tuple[int, int], image_size: int, low_res_size: tuple[int, int]):
+        h, w = original_size
+        scale = image_size / max(h, w)
+        self.original_size = (int(h), int(w))
+        self.input_size = (int(h * scale + 0.5), int(w * scale + 0.5))
+        self.image_size = image_size
+        self.low_res_size = (int(low_res_size[0]), int(low_res_size[1]))
+        self.fx = self.input_size[1] / w * self.low_res_size[1] / image_size
+        self.fy = self.input_size[0] / h * self.low_res_size[0] / image_size
+
+    def shift_logits(self, logits: np.ndarray, motion: Motion, box: Optional[np.ndarray] = None) -> np.ndarray:
+        """Warp ``[h, w]`` logits by the motion (scale about the box centre, when given)."""
+        if motion.dx == 0 and motion.dy == 0 and motion.scale == 1.0:
+            return logits
+        s = motion.scale
+        cx = cy = 0.0
+        if box is not None:
+            cx, cy = (box[0] + box[2]) / 2 * self.fx, (box[1] + box[3]) / 2 * self.fy
+        m = np.array([[s, 0, (1 - s) * cx + motion.dx * self.fx], [0, s, (1 - s) * cy + motion.dy * self.fy]],
+                     np.float32)
+        lh, lw = self.low_res_size
+        return cv2.warpAffine(np.asarray(logits, np.float32), m, (lw, lh), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=LOGIT_FILL)
+
+    def mask_to_logits(self, mask: np.ndarray, amplitude: float = 10.0) -> np.ndarray:
+        """``[H, W]`` bool mask -> ``[h, w]`` float32 logits (+amplitude inside, -amplitude outside),
+        usable as a prompt's ``mask_input``."""
+        ih, iw = self.input_size
+        lh, lw = self.low_res_size
+        # the low-res grid covers the padded image_size square; the frame covers its top-left part
+        th, tw = max(1, int(round(ih * lh / self.image_size))), max(1, int(round(iw * lw / self.image_size)))
+        small = cv2.resize(mask.astype(np.float32), (tw, th), interpolation=cv2.INTER_AREA)
+        out = np.full((lh, lw), -amplitude, np.float32)
+        out[: min(th, lh), : min(tw, lw)] = (small[:lh, :lw] * 2 - 1) * amplitude
+        return out

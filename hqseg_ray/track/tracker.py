@@ -1,0 +1,452 @@
+"""Propagation inside one chunk: every object, forward and backward from each of its seeds.
+
+Seeds are prompts (points / box / mask, any frame), detector boxes (prompts without
+``object_id``), carried-in states (a previous chunk's ``carry_out``) and automatically discovered
+masks (chunk's first frame). The chunk's frames are encoded once; a forward sweep then a backward
+sweep visit the frames, and on each frame all objects are decoded by one
+``SegEngine.decode_low_res`` call (the engine batches them ``decode_batch`` at a time).
+
+Each frame of an object is predicted from its *nearest* seed: between two seeds s1 < s2 the
+forward run from s1 covers frames up to the midpoint (ties go forward) and the backward run from
+s2 the rest, so a later prompt corrects the track from its frame on and back to halfway to the
+previous seed. The first seed also runs backward to the chunk start.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from hqseg_ray.config import TrackingConfig
+from hqseg_ray.masks import mask_to_box, rle_encode, rle_encode_many, rle_iou
+from hqseg_ray.track.motion import LowResGeometry, Motion, estimate_motions, to_gray
+from hqseg_ray.track.seeds import SeedPrompt, carried_states, normalize_prompts
+from hqseg_ray.track.step import accept, occluded_state, propagation_prompt, visible_state
+from hqseg_ray.track.types import ChunkResult, ObjectState, TrackEntry, TrackInfo
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Seed:
+    local: int                              # local frame; -1 = a carried state from before the chunk
+    kind: str                               # prompt | detector | auto | carry
+    prompt: Optional[SeedPrompt] = None     # decoded on its frame
+    state: Optional[ObjectState] = None     # used as is (carry, auto): no decode
+
+
+@dataclass
+class _Track:
+    info: TrackInfo
+    seeds: dict[int, _Seed] = field(default_factory=dict)
+
+    def prev_seed(self, t: int) -> Optional[int]:
+        before = [s for s in self.seeds if s <= t]
+        return max(before) if before else None
+
+    def next_seed(self, t: int) -> Optional[int]:
+        after = [s for s in self.seeds if s > t]
+        return min(after) if after else None
+
+
+@dataclass
+class _Job:
+    tid: int
+    prompt: Any
+    mode: str                               # seed | prop
+    prev: Optional[ObjectState] = None
+    motion: Optional[Motion] = None
+    pred_box: Optional[np.ndarray] = None
+    seed_kind: str = "prompt"
+
+
+def as_tracking_config(config: Any) -> TrackingConfig:
+    """A TrackingConfig from itself, a dict of its sections, or an object with tracker/auto/stitch."""
+    if isinstance(config, TrackingConfig):
+        return config
+    if config is None:
+        return TrackingConfig()
+    if isinstance(config, dict):
+        return TrackingConfig.model_validate(config)
+    return TrackingConfig(**{k: getattr(config, k) for k in ("tracker", "auto", "stitch") if hasattr(config, k)})
+
+
+def track_chunk(engine, frames, frame_indices: Sequence[int], chunk_prompts: Sequence[Any], config: Any = None,
+                carry_in: Optional[dict] = None, *, chunk_index: int = 0, video_id: Optional[str] = None,
+                overlap_next: Optional[int] = None, original_size: Optional[tuple[int, int]] = None,
+                embeddings=None) -> ChunkResult:
+    """Track every seeded object through one chunk.
+
+    Args:
+        engine: a ``SegEngine``.
+        frames: uint8 RGB ``[N, H, W, 3]`` (or a list), the chunk's frames in order. They may be
+            pre-resized (long side = model input size) when ``original_size`` is given.
+        frame_indices: ``[N]`` ascending video frame index of each frame.
+        chunk_prompts: the prompts whose frame lies in the chunk (manifest ``PromptSpec`` / dicts /
+            engine ``Prompt``; video frame indices, original-frame pixels).
+        config: ``TrackingConfig`` (tracker, auto, stitch sections) or a dict of it.
+        carry_in: the previous chunk's ``carry_out`` (relay), or None.
+        chunk_index, video_id, overlap_next: copied into the result (the stitcher needs them).
+        original_size: (H, W) of the video's frames when ``frames`` were resized.
+        embeddings: precomputed ``FrameEmbeddings`` of ``frames`` (e.g. encoded ahead of a relay).
+
+    Returns:
+        A :class:`ChunkResult`. A chunk with no prompt, no carried state and no automatic
+        discovery has no tracks (an empty result, not an error).
+    """
+    cfg = as_tracking_config(config)
+    where = f"video {video_id!r} chunk {chunk_index}: " if video_id is not None else f"chunk {chunk_index}: "
+    frames, fidx = _check_frames(frames, frame_indices, where)
+    orig = (int(original_size[0]), int(original_size[1])) if original_size else tuple(frames.shape[1:3])
+    run = _ChunkRun(engine, frames, fidx, cfg, LowResGeometry(orig, engine.image_size, engine.low_res_size),
+                    chunk_index, where)
+    run.add_prompts(chunk_prompts)
+    run.add_carry(carry_in)
+    discover = cfg.auto.enabled or (cfg.stitch.mechanism == "auto_match" and chunk_index > 0 and not carry_in)
+    if run.tracks or discover:
+        run.encode(embeddings)
+        if discover:
+            run.discover()
+        run.sweep(forward=True)
+        run.sweep(forward=False)
+        run.dedupe()
+    return run.result(video_id, overlap_next)
+
+
+def _check_frames(frames, frame_indices, where: str) -> tuple[np.ndarray, list[int]]:
+    frames = np.asarray(frames) if not isinstance(frames, np.ndarray) else frames
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"{where}frames must be uint8 [N, H, W, 3], got {frames.dtype} {list(frames.shape)}")
+    fidx = [int(f) for f in frame_indices]
+    if len(fidx) != len(frames):
+        raise ValueError(f"{where}{len(fidx)} frame indices for {len(frames)} frames")
+    if len(fidx) == 0:
+        raise ValueError(f"{where}the chunk has no frames")
+    if any(b <= a for a, b in zip(fidx, fidx[1:])):
+        raise ValueError(f"{where}frame_indices must be strictly increasing")
+    return frames, fidx
+
+
+class _ChunkRun:
+    """The state of ``track_chunk`` on one chunk (see the module docstring)."""
+
+    def __init__(self, engine, frames, fidx, cfg: TrackingConfig, geo: LowResGeometry, chunk_index: int, where: str):
+        self.engine, self.frames, self.fidx, self.cfg, self.geo = engine, frames, fidx, cfg, geo
+        self.tcfg = cfg.tracker
+        self.chunk_index, self.where = chunk_index, where
+        self.local_of = {f: i for i, f in enumerate(fidx)}
+        self.tracks: dict[int, _Track] = {}
+        self.by_object: dict[int, int] = {}
+        self.detectors: dict[int, list[SeedPrompt]] = {}
+        self.entries: list[dict[int, TrackEntry]] = [{} for _ in fidx]
+        self.seed_states: dict[tuple[int, int], ObjectState] = {}
+        self.final: dict[int, ObjectState] = {}
+        self.emb = None
+        self._grays: dict[int, tuple[np.ndarray, float]] = {}
+        self.stats = {"frames": len(fidx), "encode_s": 0.0, "decode_s": 0.0, "flow_s": 0.0, "discover_s": 0.0,
+                      "decode_calls": 0, "decoded_prompts": 0}
+
+    # -- seeds --------------------------------------------------------------------------------
+    def _new_track(self, object_id: Optional[int], kind: str, carried_from=None) -> _Track:
+        tid = len(self.tracks) + 1
+        tr = _Track(TrackInfo(tid, object_id, kind, carried_from))
+        self.tracks[tid] = tr
+        if object_id is not None:
+            self.by_object[object_id] = tid
+        return tr
+
+    def _add_seed(self, tr: _Track, seed: _Seed) -> None:
+        tr.seeds[seed.local] = seed
+        if seed.local >= 0:
+            tr.info.seed_frames = sorted(set(tr.info.seed_frames) | {self.fidx[seed.local]})
+
+    def add_prompts(self, prompts: Sequence[Any]) -> None:
+        seeds = normalize_prompts(list(prompts or []), self.geo, self.where)
+        outside = [s.frame for s in seeds if s.frame not in self.local_of]
+        if outside:
+            raise ValueError(f"{self.where}prompt frame(s) {sorted(set(outside))} are not frames of this chunk "
+                             f"({self.fidx[0]}..{self.fidx[-1]}, {len(self.fidx)} frames)")
+        for sp in seeds:
+            t = self.local_of[sp.frame]
+            if sp.object_id is None:
+                self.detectors.setdefault(t, []).append(sp)
+                continue
+            tid = self.by_object.get(sp.object_id)
+            tr = self.tracks[tid] if tid is not None else self._new_track(sp.object_id, "prompt")
+            self._add_seed(tr, _Seed(t, "prompt", prompt=sp))
+
+    def add_carry(self, carry_in: Optional[dict]) -> None:
+        states = carried_states(carry_in, self.fidx[0], self.fidx[-1], self.engine.low_res_size,
+                                self.geo.original_size, self.where)
+        src_chunk = int(carry_in.get("chunk_index", self.chunk_index - 1)) if carry_in else -1
+        for st in states:
+            if st.frame_index in self.local_of:
+                t = self.local_of[st.frame_index]
+            elif st.frame_index < self.fidx[0]:
+                t = -1
+            else:
+                raise ValueError(f"{self.where}carried-in state is from frame {st.frame_index}, which is not on "
+                                 "this chunk's frame grid")
+            tid = self.by_object.get(st.object_id) if st.object_id is not None else None
+            if tid is not None and t in self.tracks[tid].seeds:
+                continue  # a prompt on the carried frame wins
+            tr = self.tracks[tid] if tid is not None else self._new_track(st.object_id, "carry")
+            tr.info.carried_from = (src_chunk, st.track_id)
+            st = replace(st, track_id=tr.info.track_id, kind=tr.info.kind)
+            self._add_seed(tr, _Seed(t, "carry", state=st))
+
+    # -- model ----------------------------------------------------------------------------------
+    def encode(self, embeddings=None) -> None:
+        t0 = time.perf_counter()
+        if embeddings is not None:
+            if len(embeddings) != len(self.fidx):
+                raise ValueError(f"{self.where}{len(embeddings)} precomputed embeddings for {len(self.fidx)} frames")
+            self.emb = embeddings
+        else:
+            from hqseg_ray.model.engine import FrameEmbeddings
+
+            bs = max(self.tcfg.encode_batch or self.engine.config.encode_batch, 1)
+            sizes = [self.geo.original_size] * len(self.frames)
+            parts = [self.engine.encode(self.frames[i:i + bs], sizes[i:i + bs]) for i in range(0, len(self.frames), bs)]
+            self.emb = FrameEmbeddings.concat(parts)
+        self.stats["encode_s"] += time.perf_counter() - t0
+
+    def _gray(self, t: int) -> tuple[np.ndarray, float]:
+        if t not in self._grays:
+            g, f = to_gray(self.frames[t])
+            self._grays[t] = (g, f * self.frames.shape[2] / self.geo.original_size[1])
+        return self._grays[t]
+
+    def discover(self) -> None:
+        from hqseg_ray.track.auto import discover_objects
+
+        t0 = time.perf_counter()
+        found = discover_objects(self.engine, self.emb, 0, self.cfg.auto)
+        for k in range(len(found)):
+            tr = self._new_track(None, "auto")
+            m = found.masks[k]
+            st = ObjectState(tr.info.track_id, None, "auto", self.fidx[0], found.logits[k], m, mask_to_box(m),
+                             [int(m.sum())], np.zeros(2), 0, float(found.scores[k]), 0)
+            self._add_seed(tr, _Seed(0, "auto", state=st))
+        self.stats["discover_s"] += time.perf_counter() - t0
+        self.stats["discovered"] = len(found)
+
+    # -- propagation ------------------------------------------------------------------------------
+    def _emit_state(self, t: int, tid: int, st: ObjectState) -> None:
+        rle = rle_encode(st.mask) if st.lost == 0 else None
+        source = "auto" if self.tracks[tid].info.kind == "auto" else "track"
+        self.entries[t][tid] = TrackEntry(rle, float(st.score), source, int(st.seed_distance))
+
+    def sweep(self, forward: bool) -> None:
+        """One pass over the chunk's frames (see the module docstring for which run covers a frame)."""
+        n = len(self.fidx)
+        live: dict[int, tuple[ObjectState, int]] = {}
+        if forward:
+            for tid, tr in self.tracks.items():
+                if -1 in tr.seeds:
+                    live[tid] = (tr.seeds[-1].state, -1)
+        for t in (range(n) if forward else range(n - 1, -1, -1)):
+            jobs: list[_Job] = []
+            for tid, tr in list(self.tracks.items()):
+                if forward:
+                    seed = tr.seeds.get(t)
+                    if seed is not None and seed.state is not None:  # carried / discovered state: used as is
+                        live[tid] = (seed.state, t)
+                        self._emit_state(t, tid, seed.state)
+                        continue
+                    if seed is not None:
+                        prev = live[tid][0] if tid in live else None
+                        jobs.append(_Job(tid, seed.prompt.to_prompt(t), "seed", prev=prev, seed_kind=seed.kind))
+                        live.pop(tid, None)
+                        continue
+                    if tid not in live:
+                        continue
+                    s, q = live[tid][1], tr.next_seed(t)
+                    if q is not None and (t - s) > (q - t):  # the next seed's backward run covers t
+                        del live[tid]
+                        continue
+                else:
+                    s_next = t + 1
+                    seed = tr.seeds.get(s_next)
+                    if seed is not None and seed.state is None and (tid, s_next) in self.seed_states:
+                        st0 = self.seed_states[(tid, s_next)]
+                        live[tid] = (replace(st0, velocity=np.zeros(2)), s_next)
+                    if tid not in live:
+                        continue
+                    s, p = live[tid][1], tr.prev_seed(t)
+                    if p is not None and (s - t) >= (t - p):  # the previous seed's forward run covers t
+                        del live[tid]
+                        continue
+                jobs.append(_Job(tid, None, "prop", prev=live[tid][0]))
+            if forward and t in self.detectors:
+                jobs = self._match_detectors(t, jobs, live)
+            if not jobs:
+                continue
+            self._prepare(t, jobs, t - 1 if forward else t + 1)
+            for job, st in zip(jobs, self._decode(t, jobs)):
+                if st is None:
+                    live.pop(job.tid, None)
+                else:
+                    live[job.tid] = (st, t if job.mode == "seed" else live.get(job.tid, (None, t))[1])
+        if forward:
+            self.final = {tid: st for tid, (st, _) in live.items()}
+
+    def _prepare(self, t: int, jobs: list[_Job], prev_t: int) -> None:
+        """Fill in the propagation prompts (motion from optical flow between prev_t and t)."""
+        props = [j for j in jobs if j.mode == "prop" and j.prompt is None]
+        if not props:
+            return
+        t0 = time.perf_counter()
+        flow_jobs = [j for j in props if j.prev.lost == 0 and self.tcfg.method == "flow"]
+        motions: dict[int, Motion] = {}
+        if flow_jobs and 0 <= prev_t < len(self.fidx):
+            g0, f0 = self._gray(prev_t)
+            g1, _ = self._gray(t)
+            found = estimate_motions(g0, g1, f0, [j.prev.mask for j in flow_jobs], self.tcfg.flow_max_corners,
+                                     self.tcfg.flow_min_points)
+            motions = {j.tid: m for j, m in zip(flow_jobs, found)}
+        for j in props:
+            m = motions.get(j.tid)
+            if m is None or m.points == 0:  # no flow (textureless, or a carried state from before the chunk)
+                m = Motion(float(j.prev.velocity[0]), float(j.prev.velocity[1]))
+            j.motion = m
+            j.prompt, j.pred_box = propagation_prompt(j.prev, m, t, self.tcfg, self.geo)
+        self.stats["flow_s"] += time.perf_counter() - t0
+
+    def _match_detectors(self, t: int, jobs: list[_Job], live: dict) -> list[_Job]:
+        """Detector boxes on frame t continue the track they overlap most (IoU >= detector_match_iou,
+        Hungarian) as a seed, or start a new track."""
+        from scipy.optimize import linear_sum_assignment
+
+        from hqseg_ray.masks import box_iou
+
+        dets = self.detectors[t]
+        props = [j for j in jobs if j.mode == "prop"]
+        self._prepare(t, props, t - 1)
+        matched: dict[int, int] = {}
+        if props:
+            iou = box_iou(np.stack([d.box for d in dets]), np.stack([j.pred_box for j in props]))
+            for r, c in zip(*linear_sum_assignment(-iou)):
+                if iou[r, c] >= self.tcfg.detector_match_iou:
+                    matched[r] = c
+        for r, det in enumerate(dets):
+            if r in matched:
+                job = props[matched[r]]
+                mi = job.prompt.mask_input if self.tcfg.method == "flow" else None
+                sp = SeedPrompt(det.frame, None, box=det.box, mask_input=mi)
+                self._add_seed(self.tracks[job.tid], _Seed(t, "detector", prompt=sp))
+                job.mode, job.prompt, job.seed_kind = "seed", sp.to_prompt(t), "detector"
+            else:
+                tr = self._new_track(None, "detector")
+                self._add_seed(tr, _Seed(t, "detector", prompt=det))
+                jobs.append(_Job(tr.info.track_id, det.to_prompt(t), "seed", seed_kind="detector"))
+        return jobs
+
+    def _decode(self, t: int, jobs: list[_Job]) -> list[Optional[ObjectState]]:
+        """Decode all jobs of frame t in one engine call; update entries; return the new states
+        (None = lost for good)."""
+        t0 = time.perf_counter()
+        logits_t, scores_t = self.engine.decode_low_res(self.emb, [j.prompt for j in jobs])
+        masks = self.engine.postprocess(self.emb, [t] * len(jobs), logits_t)
+        logits, scores = logits_t.float().cpu().numpy(), scores_t.float().cpu().numpy()
+        self.stats["decode_s"] += time.perf_counter() - t0
+        self.stats["decode_calls"] += 1
+        self.stats["decoded_prompts"] += len(jobs)
+        masks = [np.asarray(m) for m in masks]
+        oks = [(masks[k].sum() >= max(1, self.tcfg.min_area)) if j.mode == "seed"
+               else accept(j.prev, int(masks[k].sum()), float(scores[k]), self.tcfg) for k, j in enumerate(jobs)]
+        oks = exclusive(jobs, masks, scores, oks, self.tcfg.max_overlap)
+        out: list[Optional[ObjectState]] = []
+        visible = []
+        for k, job in enumerate(jobs):
+            mask, score, ok = masks[k], float(scores[k]), oks[k]
+            info = self.tracks[job.tid].info
+            if job.mode == "seed":
+                template = job.prev or ObjectState(job.tid, info.object_id, info.kind, self.fidx[t], logits[k], mask,
+                                                   np.asarray(job.prompt.box if job.prompt.box is not None
+                                                              else [0, 0, 1, 1], np.float64), [], np.zeros(2))
+                st = (visible_state(None, template, self.fidx[t], mask, logits[k], score, None, True, self.tcfg)
+                      if ok else replace(template, frame_index=self.fidx[t], lost=max(1, template.lost + 1),
+                                         seed_distance=0))
+                self.seed_states[(job.tid, t)] = st
+            else:
+                st = (visible_state(job.prev, job.prev, self.fidx[t], mask, logits[k], score, job.motion, False,
+                                    self.tcfg) if ok else occluded_state(job.prev, self.fidx[t]))
+            source = "auto" if info.kind == "auto" else ("prompt" if job.mode == "seed" else "track")
+            self.entries[t][job.tid] = TrackEntry(None, score, source, int(st.seed_distance))
+            if ok:
+                visible.append((job.tid, mask))
+            out.append(None if st.lost > self.tcfg.max_lost_frames else st)
+        if visible:
+            for (tid, _), rle in zip(visible, rle_encode_many(np.stack([m for _, m in visible]))):
+                self.entries[t][tid].rle = rle
+        return out
+
+    # -- result -----------------------------------------------------------------------------------
+    def dedupe(self) -> None:
+        """Drop auto / detector tracks that duplicate a prompted or carried track (mean mask IoU over
+        the frames where either has a mask >= auto.dedupe_iou)."""
+        strong = [tid for tid, tr in self.tracks.items() if tr.info.kind in ("prompt", "carry")]
+        weak = [tid for tid, tr in self.tracks.items() if tr.info.kind in ("auto", "detector")]
+        if not strong or not weak:
+            return
+        drop = set()
+        for w in weak:
+            for s in strong:
+                ious = []
+                for ent in self.entries:
+                    a, b = ent.get(w), ent.get(s)
+                    ra, rb = (a.rle if a else None), (b.rle if b else None)
+                    if ra is None and rb is None:
+                        continue
+                    ious.append(0.0 if ra is None or rb is None else float(rle_iou([ra], [rb])[0, 0]))
+                if ious and float(np.mean(ious)) >= self.cfg.auto.dedupe_iou:
+                    drop.add(w)
+                    break
+        for w in drop:
+            del self.tracks[w]
+            self.final.pop(w, None)
+            for ent in self.entries:
+                ent.pop(w, None)
+        self.stats["deduplicated"] = len(drop)
+
+    def result(self, video_id: Optional[str], overlap_next: Optional[int]) -> ChunkResult:
+        carry = {"frame_index": self.fidx[-1], "chunk_index": self.chunk_index,
+                 "objects": [st.to_dict(self.chunk_index) for tid, st in sorted(self.final.items())
+                             if tid in self.tracks]}
+        self.stats["objects"] = len(self.tracks)
+        return ChunkResult(video_id, self.chunk_index, list(self.fidx), overlap_next,
+                           {tid: tr.info for tid, tr in self.tracks.items()}, self.entries, carry, dict(self.stats))
+
+
+def exclusive(jobs: list[_Job], masks: list[np.ndarray], scores, oks: list[bool], max_overlap: float) -> list[bool]:
+    """Reject propagated masks that are mostly another object's mask on the same frame.
+
+    Priority: seeds > visible tracks > re-acquisitions; ties go to the higher predicted IoU. A
+    mask loses when more than ``max_overlap`` of its pixels lie inside a mask of higher priority.
+    """
+    rank = [(2 if j.mode == "seed" else (1 if j.prev.lost == 0 else 0), float(scores[k])) for k, j in enumerate(jobs)]
+    boxes = [mask_to_box(m) if ok else None for m, ok in zip(masks, oks)]
+    out = list(oks)
+    for a, job in enumerate(jobs):
+        if not oks[a] or job.mode == "seed":
+            continue
+        area = masks[a].sum()
+        for b in range(len(jobs)):
+            if b == a or not oks[b] or rank[b] <= rank[a]:
+                continue
+            x1, y1 = max(boxes[a][0], boxes[b][0]), max(boxes[a][1], boxes[b][1])
+            x2, y2 = min(boxes[a][2], boxes[b][2]), min(boxes[a][3], boxes[b][3])
+            if x2 <= x1 or y2 <= y1:
+                continue
+            ys, xs = slice(int(y1), int(y2)), slice(int(x1), int(x2))
+            if np.logical_and(masks[a][ys, xs], masks[b][ys, xs]).sum() > max_overlap * area:
+                out[a] = False
+                break
+    return out
+

@@ -1,0 +1,167 @@
+"""Result and state containers of the tracker and the stitcher.
+
+All of them are plain dataclasses of Python lists, dicts and numpy arrays, so they pickle cheaply
+through Ray. Masks are COCO compressed RLE dicts (``{"size": [h, w], "counts": str}``) at the
+original frame size; dense masks never leave the tracker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+SOURCES = ("prompt", "track", "auto", "stitch")
+
+
+@dataclass
+class FrameResult:
+    """Every object's mask on one frame of a video.
+
+    Attributes:
+        frame_index: index of the frame in the video (0-based, decode order).
+        object_ids: final object id of each mask (unique within the frame).
+        rles: COCO compressed RLE per object, size ``[H, W]`` of the original frame.
+        scores: the model's predicted IoU per object (float in [0, 1]-ish; not calibrated).
+        sources: per object, "prompt" (a prompt or detector box on this frame), "track"
+            (propagated), "auto" (automatically discovered object) or "stitch" (an overlap frame
+            that two chunks predicted; the nearer seed's mask was kept).
+        chunk_index: the chunk that emitted this frame (the later chunk on overlap frames).
+        chunk_indices: per object, the chunk whose prediction was kept.
+        pts_time: presentation time in seconds, when the producer knows it.
+    """
+
+    frame_index: int
+    object_ids: list[int]
+    rles: list[dict]
+    scores: list[float]
+    sources: list[str]
+    chunk_index: int
+    chunk_indices: list[int] = field(default_factory=list)
+    pts_time: Optional[float] = None
+
+    def __len__(self) -> int:
+        return len(self.object_ids)
+
+
+@dataclass
+class TrackEntry:
+    """One track on one frame of a chunk: a mask, or ``rle=None`` while the object is occluded.
+
+    ``seed_distance`` is ``|frame - seed frame|`` of the seed this prediction was propagated
+    from; the stitcher keeps the overlap-frame prediction with the smaller distance.
+    """
+
+    rle: Optional[dict]
+    score: float
+    source: str
+    seed_distance: int
+
+
+@dataclass
+class TrackInfo:
+    """A track of one chunk.
+
+    Attributes:
+        track_id: id local to the chunk.
+        object_id: user-given (or carried-in) object id, or None for detector / auto tracks
+            (the stitcher gives those final ids).
+        kind: "prompt" | "detector" | "auto" | "carry" -- how the track was seeded first.
+        carried_from: ``(chunk_index, track_id)`` of the previous chunk's track this one
+            continues (relay), else None.
+        seed_frames: video frame indices of this track's seeds in the chunk.
+    """
+
+    track_id: int
+    object_id: Optional[int]
+    kind: str
+    carried_from: Optional[tuple[int, int]] = None
+    seed_frames: list[int] = field(default_factory=list)
+
+
+@dataclass
+class ChunkResult:
+    """What ``track_chunk`` returns for one chunk.
+
+    Attributes:
+        video_id: the video.
+        chunk_index: position of the chunk in the video.
+        frame_indices: video frame index of each local frame, ascending.
+        overlap_next: video frames shared with the next chunk, as ``ChunkSpec.overlap_next``: the
+            next chunk starts at ``frame_indices[-1] + 1 - overlap_next`` (0 for the last chunk;
+            None = unknown, the stitcher then holds every frame until the next chunk arrives).
+        tracks: ``{track_id: TrackInfo}``.
+        entries: per local frame, ``{track_id: TrackEntry}`` for every track alive there.
+        carry_out: the tracks' states at the chunk's last frame (see ``ObjectState``), a
+            plain dict ``{"frame_index": int, "chunk_index": int, "objects": [state dicts]}``.
+        stats: timings (seconds) and counters.
+    """
+
+    video_id: Optional[str]
+    chunk_index: int
+    frame_indices: list[int]
+    overlap_next: Optional[int]
+    tracks: dict[int, TrackInfo]
+    entries: list[dict[int, TrackEntry]]
+    carry_out: dict
+    stats: dict = field(default_factory=dict)
+
+
+@dataclass
+class ObjectState:
+    """A track's state on one frame: what the next step (or the next chunk) starts from.
+
+    Attributes:
+        track_id: local id in the chunk that produced the state.
+        object_id: user / carried object id or None.
+        kind: how the track was first seeded ("prompt" | "detector" | "auto" | "carry").
+        frame_index: video frame index of this state.
+        logits: ``[h, w]`` float32 low-res logits of the last good mask (engine.low_res_size).
+        mask: ``[H, W]`` bool last good mask at the original frame size.
+        box: ``[4]`` float64 XYXY (pixels, original frame) of the last good mask.
+        areas: recent good areas (pixels), newest last.
+        velocity: ``[2]`` float (dx, dy) pixels per frame in the direction of propagation.
+        lost: consecutive frames without a good mask (0 = visible on ``frame_index``).
+        score: predicted IoU of the last good mask.
+        seed_distance: frames from the seed this state was propagated from.
+    """
+
+    track_id: int
+    object_id: Optional[int]
+    kind: str
+    frame_index: int
+    logits: np.ndarray
+    mask: np.ndarray
+    box: np.ndarray
+    areas: list[int]
+    velocity: np.ndarray
+    lost: int = 0
+    score: float = 1.0
+    seed_distance: int = 0
+
+    def to_dict(self, chunk_index: int) -> dict:
+        """Plain dict (numpy arrays, lists, ints; mask as RLE) that survives Ray / pickle."""
+        from hqseg_ray.masks import rle_encode
+
+        return {"track_id": int(self.track_id), "object_id": self.object_id, "kind": self.kind,
+                "frame_index": int(self.frame_index), "chunk_index": int(chunk_index),
+                "logits": np.asarray(self.logits, np.float32), "mask": rle_encode(self.mask),
+                "box": [float(v) for v in self.box], "areas": [int(a) for a in self.areas],
+                "velocity": [float(v) for v in self.velocity], "lost": int(self.lost),
+                "score": float(self.score), "seed_distance": int(self.seed_distance)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ObjectState":
+        from hqseg_ray.masks import rle_decode
+
+        missing = [k for k in ("track_id", "frame_index", "logits", "mask", "box") if k not in d]
+        if missing:
+            raise ValueError(f"carried-in state is missing {missing}")
+        return cls(track_id=int(d["track_id"]), object_id=d.get("object_id"), kind=d.get("kind", "carry"),
+                   frame_index=int(d["frame_index"]), logits=np.asarray(d["logits"], np.float32),
+                   mask=rle_decode(d["mask"]), box=np.asarray(d["box"], np.float64),
+                   areas=list(d.get("areas") or [int(rle_decode(d["mask"]).sum())]),
+                   velocity=np.asarray(d.get("velocity", [0.0, 0.0]), np.float64),
+                   lost=int(d.get("lost", 0)), score=float(d.get("score", 1.0)),
+                   seed_distance=int(d.get("seed_distance", 0)))
