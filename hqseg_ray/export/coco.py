@@ -19,8 +19,7 @@ import json
 import os
 from typing import Optional, Sequence
 
-from hqseg_ray.export.formats import (VideoMasks, collect_errors, iter_videos, raise_problems, safe_name,
-                                      write_atomic)
+from hqseg_ray.export.formats import FormatWriter, VideoMasks, run_writers, safe_name, write_atomic
 
 CATEGORIES = [{"id": 1, "name": "object", "supercategory": "object"}]
 
@@ -47,14 +46,23 @@ def video_to_coco(vm: VideoMasks) -> dict:
     return {"info": info, "licenses": [], "categories": CATEGORIES, "images": images, "annotations": annotations}
 
 
+class CocoWriter(FormatWriter):
+    """Writes ``exports/coco/<video_id>.json`` per video."""
+
+    fmt = "coco"
+
+    def __init__(self, output_dir: str) -> None:
+        self.folder = os.path.join(output_dir, "exports", "coco")
+        os.makedirs(self.folder, exist_ok=True)
+
+    def add(self, vm: VideoMasks) -> None:
+        path = os.path.join(self.folder, f"{safe_name(vm.video_id)}.json")
+        write_atomic(path, json.dumps(video_to_coco(vm), separators=(",", ":")))
+
+    def close(self) -> str:
+        return self.folder
+
+
 def export_coco(output_dir: str, video_ids: Optional[Sequence[str]] = None) -> str:
     """Write ``exports/coco/<video_id>.json`` for each video; returns the folder."""
-    out = os.path.join(output_dir, "exports", "coco")
-    os.makedirs(out, exist_ok=True)
-    problems: list[str] = []
-    for vm in iter_videos(output_dir, video_ids, problems, "coco"):
-        with collect_errors(problems, "coco", vm.video_id):
-            path = os.path.join(out, f"{safe_name(vm.video_id)}.json")
-            write_atomic(path, json.dumps(video_to_coco(vm), separators=(",", ":")))
-    raise_problems(problems, "coco", out)
-    return out
+    return run_writers(output_dir, [CocoWriter(output_dir)], video_ids)["coco"]

@@ -16,8 +16,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from hqseg_ray.export.formats import (ObjectMask, VideoMasks, collect_errors, iter_videos, raise_problems,
-                                      safe_name)
+from hqseg_ray.export.formats import FormatWriter, ObjectMask, VideoMasks, run_writers, safe_name
 
 
 def id_map(objs: list[ObjectMask], height: int, width: int, values: dict[int, int]) -> np.ndarray:
@@ -73,13 +72,22 @@ def write_davis_video(vm: VideoMasks, folder: str, remap: bool = False) -> int:
     return n
 
 
+class DavisWriter(FormatWriter):
+    """Writes ``exports/davis/<video_id>/`` per video."""
+
+    fmt = "davis"
+
+    def __init__(self, output_dir: str, remap: bool = False) -> None:
+        self.folder, self.remap = os.path.join(output_dir, "exports", "davis"), remap
+        os.makedirs(self.folder, exist_ok=True)
+
+    def add(self, vm: VideoMasks) -> None:
+        write_davis_video(vm, os.path.join(self.folder, safe_name(vm.video_id)), remap=self.remap)
+
+    def close(self) -> str:
+        return self.folder
+
+
 def export_davis(output_dir: str, video_ids: Optional[Sequence[str]] = None, remap: bool = False) -> str:
     """Write ``exports/davis/<video_id>/`` for each video; returns ``exports/davis``."""
-    out = os.path.join(output_dir, "exports", "davis")
-    os.makedirs(out, exist_ok=True)
-    problems: list[str] = []
-    for vm in iter_videos(output_dir, video_ids, problems, "davis"):
-        with collect_errors(problems, "davis", vm.video_id):
-            write_davis_video(vm, os.path.join(out, safe_name(vm.video_id)), remap=remap)
-    raise_problems(problems, "davis", out)
-    return out
+    return run_writers(output_dir, [DavisWriter(output_dir, remap)], video_ids)["davis"]

@@ -88,33 +88,45 @@ class VideoMasks:
 
     Attributes:
         video_id, uri: as in ``videos.parquet`` (``uri`` may be None for a masks-only output).
-        num_frames: frames of the video: the status row's ``frames``, at least the last masked
-            frame + 1, else the probe's count.
+        num_frames: frames of the video: the source's probed frame count (at least the last
+            masked frame + 1); when the source cannot be probed, the larger of the status row's
+            ``frames`` (frames with results) and the last masked frame + 1, with a warning.
         height, width: mask size (``rle_size``), else the probed frame size.
     """
 
     def __init__(self, ref: VideoRef, table) -> None:
         self.video_id, self.uri = ref.video_id, ref.uri
+        self._info = None
         table = table.sort_by([("frame_index", "ascending"), ("object_id", "ascending")])
         self._fi = np.asarray(table.column("frame_index").to_numpy(), dtype=np.int64)
         self._cols = {c: table.column(c).to_pylist() for c in MASK_COLUMNS if c != "frame_index"}
         sizes = {tuple(s) for s in self._cols["rle_size"]}
         if len(sizes) > 1:
             raise ValueError(f"video {self.video_id!r}: masks of different sizes {sorted(sizes)}")
-        self.num_frames = max(int(ref.frames or 0), int(self._fi[-1]) + 1 if len(self._fi) else 0)
         self.height, self.width = (int(v) for v in sizes.pop()) if sizes else (0, 0)
-        if not self.num_frames or not self.height:
+        last = int(self._fi[-1]) + 1 if len(self._fi) else 0
+        try:
             info = self.probe()
-            self.num_frames = self.num_frames or info.num_frames
-            self.height, self.width = (self.height, self.width) if self.height else (info.height, info.width)
+        except Exception as exc:  # noqa: BLE001 - the masks alone still make an export
+            if not self.height:
+                raise ValueError(f"video {self.video_id!r} has no masks and its source cannot be read: {exc}") from exc
+            logger.warning("video %r: source not readable (%s); frame count taken from the masks, trailing "
+                           "frames without masks may be missing from the export", self.video_id, exc)
+            self.num_frames = max(int(ref.frames or 0), last)
+            return
+        self.num_frames = max(info.num_frames, last)
+        if not self.height:
+            self.height, self.width = info.height, info.width
 
     def probe(self):
-        """The source video's ``VideoInfo`` (raises when the output does not name it)."""
+        """The source video's ``VideoInfo``, probed once (raises when the source is unknown or unreadable)."""
         from hqseg_ray.video import probe_video
 
         if not self.uri:
             raise ValueError(f"video {self.video_id!r}: no source video in videos.parquet to read")
-        return probe_video(self.uri)
+        if self._info is None:
+            self._info = probe_video(self.uri)
+        return self._info
 
     @property
     def object_ids(self) -> list[int]:
@@ -218,32 +230,13 @@ def safe_name(video_id: str) -> str:
 
 
 @contextlib.contextmanager
-def collect_errors(problems: list, fmt: str, video_id: str):
-    """Turn an exception while exporting one video into a message, so the others still run."""
+def collect_errors(problems: list, prefix: str):
+    """Turn an exception inside the block into a message ``"<prefix>: <error>"`` in ``problems``."""
     try:
         yield
     except Exception as exc:  # noqa: BLE001 - one bad video must not stop the export of the rest
-        logger.error("%s export of video %r failed: %s", fmt, video_id, exc)
-        problems.append(f"{fmt}: video {video_id!r}: {exc}")
-
-
-def raise_problems(problems: list, fmt: str, path: str) -> None:
-    """Raise one ``ExportError`` listing ``problems`` (after ``path`` was written), if any."""
-    if problems:
-        raise ExportError(f"{fmt} export: {len(problems)} problem(s):\n  " + "\n  ".join(problems), {fmt: path})
-
-
-def iter_videos(output_dir: str, video_ids, problems: list, fmt: str) -> Iterator[VideoMasks]:
-    """Load the videos one at a time; a video that cannot be read becomes a problem message."""
-    refs, listed = list_videos(output_dir, video_ids)
-    problems.extend(f"{fmt}: {p}" for p in listed)
-    for ref in refs:
-        vm = None
-        with collect_errors(problems, fmt, ref.video_id):
-            safe_name(ref.video_id)
-            vm = load_video(ref)
-        if vm is not None:
-            yield vm
+        logger.error("%s: %s", prefix, exc)
+        problems.append(f"{prefix}: {exc}")
 
 
 def write_atomic(path: str, text: str) -> None:
@@ -253,30 +246,82 @@ def write_atomic(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
-def export_all(output_dir: str, formats: Sequence[str], video_ids: Optional[Sequence[str]] = None,
-               davis_remap: bool = False) -> dict[str, str]:
-    """Write each format in ``formats``; returns ``{format: path}`` (folder, or file for ytvis).
+class FormatWriter:
+    """One export format: ``add`` is called once per video, ``close`` once at the end (returns the
+    path to report); ``discard`` removes temporary files when the export is interrupted."""
 
-    Every format and every video is attempted; problems are raised together at the end as one
-    ``ExportError`` (after everything else was written).
+    fmt = ""
+
+    def add(self, vm: VideoMasks) -> None:
+        raise NotImplementedError
+
+    def close(self) -> str:
+        raise NotImplementedError
+
+    def discard(self) -> None:
+        pass
+
+
+def run_writers(output_dir: str, writers: Sequence[FormatWriter],
+                video_ids: Optional[Sequence[str]] = None) -> dict[str, str]:
+    """Read each video once and hand it to every writer; returns ``{format: path}``.
+
+    A video that fails in one format is a problem of that format only; every problem is raised
+    together at the end as one ``ExportError`` (its ``paths`` says what was written).
     """
-    from hqseg_ray.export import coco, davis, overlay, ytvis
+    refs, problems = list_videos(output_dir, video_ids)
+    try:
+        for ref in refs:
+            vm = None
+            with collect_errors(problems, f"video {ref.video_id!r}"):
+                safe_name(ref.video_id)
+                vm = load_video(ref)
+            for w in writers if vm is not None else ():
+                with collect_errors(problems, f"{w.fmt}: video {ref.video_id!r}"):
+                    w.add(vm)
+            del vm  # one video in memory at a time
+        paths = {w.fmt: w.close() for w in writers}
+    except BaseException:
+        for w in writers:
+            w.discard()
+        raise
+    if problems:
+        raise ExportError(f"{len(problems)} export problem(s):\n  " + "\n  ".join(problems), paths)
+    return paths
+
+
+def make_writers(output_dir: str, formats: Sequence[str], davis_remap: bool = False) -> list[FormatWriter]:
+    """Writers for ``formats`` (duplicates ignored); raises ValueError for an unknown format."""
+    from hqseg_ray.export.coco import CocoWriter
+    from hqseg_ray.export.davis import DavisWriter
+    from hqseg_ray.export.overlay import OverlayWriter
+    from hqseg_ray.export.ytvis import YtvisWriter
 
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise ValueError(f"unknown export format(s) {unknown}; choose from {list(FORMATS)}")
-    writers = {"coco": coco.export_coco, "ytvis": ytvis.export_ytvis, "overlay": overlay.export_overlay,
-               "davis": lambda o, v: davis.export_davis(o, v, remap=davis_remap)}
-    paths, errors = {}, []
-    for fmt in dict.fromkeys(formats):
-        try:
-            paths[fmt] = writers[fmt](output_dir, video_ids)
-        except ExportError as exc:
-            paths[fmt] = exc.paths.get(fmt)
-            errors.append(str(exc))
-    if errors:
-        raise ExportError("\n".join(errors), paths)
-    return paths
+    make = {"coco": CocoWriter, "ytvis": YtvisWriter, "overlay": OverlayWriter,
+            "davis": lambda out: DavisWriter(out, remap=davis_remap)}
+    return [make[f](output_dir) for f in dict.fromkeys(formats)]
+
+
+def export_all(output_dir: str, formats: Sequence[str], video_ids: Optional[Sequence[str]] = None,
+               davis_remap: bool = False) -> dict[str, str]:
+    """Write each format in ``formats`` in one pass over the videos; returns ``{format: path}``
+    (a folder; for ``ytvis`` the JSON file).
+
+    Args:
+        output_dir: a labeling job's ``output.path`` (``masks/`` and ``videos.parquet``).
+        formats: any of ``coco``, ``ytvis``, ``davis``, ``overlay``.
+        video_ids: only these videos (default: every video with status ok, and masks folders
+            without a status row).
+        davis_remap: DAVIS: renumber object ids 1..K instead of failing on ids outside 1..255.
+
+    Raises:
+        ExportError: after everything else was written, listing every video that failed (a
+            requested video that is unknown or failed in the job counts).
+    """
+    return run_writers(output_dir, make_writers(output_dir, formats, davis_remap), video_ids)
 
 
 class ExportCommand:

@@ -14,7 +14,7 @@ from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
-from hqseg_ray.export.formats import VideoMasks, collect_errors, iter_videos, raise_problems, safe_name
+from hqseg_ray.export.formats import FormatWriter, VideoMasks, run_writers, safe_name
 
 
 def _masks_for(vm: VideoMasks, frame_index: int, height: int, width: int) -> tuple[dict, dict]:
@@ -51,14 +51,23 @@ def write_overlay(vm: VideoMasks, mp4_path: str, png_path: Optional[str] = None)
     return n
 
 
+class OverlayWriter(FormatWriter):
+    """Writes ``overlay/<video_id>.mp4`` and ``.png`` per video."""
+
+    fmt = "overlay"
+
+    def __init__(self, output_dir: str) -> None:
+        self.folder = os.path.join(output_dir, "overlay")
+        os.makedirs(self.folder, exist_ok=True)
+
+    def add(self, vm: VideoMasks) -> None:
+        name = os.path.join(self.folder, safe_name(vm.video_id))
+        write_overlay(vm, f"{name}.mp4", f"{name}.png")
+
+    def close(self) -> str:
+        return self.folder
+
+
 def export_overlay(output_dir: str, video_ids: Optional[Sequence[str]] = None) -> str:
     """Write ``overlay/<video_id>.mp4`` and ``.png`` for each video; returns ``overlay``."""
-    out = os.path.join(output_dir, "overlay")
-    os.makedirs(out, exist_ok=True)
-    problems: list[str] = []
-    for vm in iter_videos(output_dir, video_ids, problems, "overlay"):
-        with collect_errors(problems, "overlay", vm.video_id):
-            name = safe_name(vm.video_id)
-            write_overlay(vm, os.path.join(out, f"{name}.mp4"), os.path.join(out, f"{name}.png"))
-    raise_problems(problems, "overlay", out)
-    return out
+    return run_writers(output_dir, [OverlayWriter(output_dir)], video_ids)["overlay"]

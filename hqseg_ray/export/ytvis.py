@@ -20,7 +20,7 @@ import shutil
 from typing import Optional, Sequence
 
 from hqseg_ray.export.coco import CATEGORIES, frame_file_name
-from hqseg_ray.export.formats import VideoMasks, collect_errors, iter_videos, raise_problems
+from hqseg_ray.export.formats import FormatWriter, VideoMasks, run_writers
 
 _COMPACT = (",", ":")
 
@@ -49,37 +49,51 @@ def video_to_ytvis(vm: VideoMasks, numeric_id: int, first_annotation_id: int) ->
     return video, annotations
 
 
-def export_ytvis(output_dir: str, video_ids: Optional[Sequence[str]] = None) -> str:
-    """Write ``exports/ytvis/instances.json``; returns its path."""
-    out_dir = os.path.join(output_dir, "exports", "ytvis")
-    os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, "instances.json")
-    parts = {k: f"{path}.{k}.tmp-{os.getpid()}" for k in ("videos", "annotations")}
-    problems: list[str] = []
-    n_videos = n_annotations = 0
-    try:
-        with open(parts["videos"], "w") as fv, open(parts["annotations"], "w") as fa:
-            for vm in iter_videos(output_dir, video_ids, problems, "ytvis"):
-                with collect_errors(problems, "ytvis", vm.video_id):
-                    video, anns = video_to_ytvis(vm, n_videos + 1, n_annotations + 1)
-                    fv.write(("," if n_videos else "") + json.dumps(video, separators=_COMPACT))
-                    for a in anns:
-                        fa.write(("," if n_annotations else "") + json.dumps(a, separators=_COMPACT))
-                        n_annotations += 1
-                    n_videos += 1
+class YtvisWriter(FormatWriter):
+    """Streams videos and tracks into two temporary files; ``close`` assembles ``instances.json``."""
+
+    fmt = "ytvis"
+
+    def __init__(self, output_dir: str) -> None:
+        folder = os.path.join(output_dir, "exports", "ytvis")
+        os.makedirs(folder, exist_ok=True)
+        self.path = os.path.join(folder, "instances.json")
+        self._parts = {k: f"{self.path}.{k}.tmp-{os.getpid()}" for k in ("videos", "annotations")}
+        self._files = {k: open(p, "w") for k, p in self._parts.items()}
+        self.n_videos = self.n_annotations = 0
+
+    def add(self, vm: VideoMasks) -> None:
+        video, anns = video_to_ytvis(vm, self.n_videos + 1, self.n_annotations + 1)
+        text = [json.dumps(a, separators=_COMPACT) for a in anns]  # all encoded before anything is written
+        self._files["videos"].write(("," if self.n_videos else "") + json.dumps(video, separators=_COMPACT))
+        if text:
+            self._files["annotations"].write(("," if self.n_annotations else "") + ",".join(text))
+        self.n_videos += 1
+        self.n_annotations += len(anns)
+
+    def close(self) -> str:
+        for f in self._files.values():
+            f.close()
         head = {"info": {"description": "hqseg-ray masks (YouTube-VIS layout)"}, "licenses": [],
                 "categories": CATEGORIES}
-        tmp = f"{path}.tmp-{os.getpid()}"
+        tmp = f"{self.path}.tmp-{os.getpid()}"
         with open(tmp, "w") as f:
             f.write(json.dumps(head, separators=_COMPACT)[:-1] + ',"videos":[')
             for key, closing in (("videos", '],"annotations":['), ("annotations", "]}")):
-                with open(parts[key]) as src:
+                with open(self._parts[key]) as src:
                     shutil.copyfileobj(src, f)
                 f.write(closing)
-        os.replace(tmp, path)
-    finally:
-        for p in parts.values():
+        os.replace(tmp, self.path)
+        self.discard()
+        return self.path
+
+    def discard(self) -> None:
+        for k, p in self._parts.items():
+            self._files[k].close()
             if os.path.exists(p):
                 os.remove(p)
-    raise_problems(problems, "ytvis", path)
-    return path
+
+
+def export_ytvis(output_dir: str, video_ids: Optional[Sequence[str]] = None) -> str:
+    """Write ``exports/ytvis/instances.json``; returns its path."""
+    return run_writers(output_dir, [YtvisWriter(output_dir)], video_ids)["ytvis"]

@@ -23,6 +23,8 @@ from hqseg_ray.export.parquet import MASKS_SCHEMA
 from hqseg_ray.masks import rle_bbox_xywh, rle_decode, rle_encode
 from hqseg_ray.synth import DAVIS_PALETTE, write_dataset
 
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
 T, H, W = 10, 96, 128
 BOX = (slice(10, 60), slice(20, 90))  # object 200 on frames 2..5
 BOX_SCORES = {2: 0.99, 3: 0.99, 4: 0.99, 5: 0.01}
@@ -68,8 +70,9 @@ def job_output(tmp_path_factory):
         rows_by_video[v["video_id"]] = rows
         status.append({"video_id": v["video_id"], "video": v["video"], "status": "ok", "error": None,
                        "frames": T, "objects": len({r["object_id"] for r in rows})})
+    # no masks at all: the job's status says 0 frames with results; the probe gives the length
     status.append({"video_id": "empty", "video": videos[1]["video"], "status": "ok", "error": None,
-                   "frames": T, "objects": 0})
+                   "frames": 0, "objects": 0})
     status.append({"video_id": "broken", "video": "/nonexistent.mp4", "status": "failed",
                    "error": "VideoError: does not exist", "frames": None, "objects": None})
     pq.write_table(pa.Table.from_pylist(status), out / "videos.parquet")
@@ -149,7 +152,7 @@ def test_davis_palette_ids_and_overlap_order(job_output):
         assert files == [f"{t:05d}.png" for t in range(T)]
         for t in range(T):
             im = Image.open(os.path.join(folder, vid, f"{t:05d}.png"))
-            assert im.mode == "P" and im.getpalette()[:3 * 256] == DAVIS_PALETTE[:len(im.getpalette())]
+            assert im.mode == "P" and im.getpalette() == DAVIS_PALETTE  # all 256 entries
             got = np.asarray(im)
             gt = np.asarray(Image.open(data / "Annotations" / vid / f"{t:05d}.png"))
             expected = gt.copy()
@@ -159,7 +162,8 @@ def test_davis_palette_ids_and_overlap_order(job_output):
             np.testing.assert_array_equal(got, expected)
     # first video: frames 2..4 have 200 on top, frame 5 keeps the ground-truth objects on top
     assert (np.asarray(Image.open(os.path.join(folder, sorted(rows_by_video)[0], "00002.png")))[BOX] == 200).all()
-    empty = [np.asarray(Image.open(os.path.join(folder, "empty", f))) for f in sorted(os.listdir(os.path.join(folder, "empty")))]
+    empty_dir = os.path.join(folder, "empty")  # status says 0 frames: the probe gives the length
+    empty = [np.asarray(Image.open(os.path.join(empty_dir, f))) for f in sorted(os.listdir(empty_dir))]
     assert len(empty) == T and all(e.shape == (H, W) and not e.any() for e in empty)
 
 
@@ -203,6 +207,25 @@ def test_overlay_mp4_and_preview(job_output):
     assert np.dot(tint - tint.mean(), np.asarray(object_color(200)) - np.mean(object_color(200))) > 0
     if os.environ.get("HQSEG_KEEP_PREVIEW"):
         shutil.copy(os.path.join(folder, f"{vid}.png"), os.environ["HQSEG_KEEP_PREVIEW"])
+
+
+def test_unreadable_source_uses_the_masks_and_overlay_reports_it(job_output, tmp_path):
+    out, rows_by_video, _ = job_output
+    vid, other = sorted(rows_by_video)
+    moved = tmp_path / "moved"
+    shutil.copytree(out, moved, ignore=shutil.ignore_patterns("exports", "overlay"))
+    status = pq.read_table(moved / "videos.parquet").to_pylist()
+    for r in status:
+        if r["video_id"] == vid:
+            r.update(video="/gone/video.mp4", frames=T - 1)
+    pq.write_table(pa.Table.from_pylist(status), moved / "videos.parquet")
+    # masks end on frame T - 1 (index), so the export still has T frames although the source is gone
+    folder = export_all(str(moved), ["davis"], video_ids=[vid])["davis"]
+    assert len(os.listdir(os.path.join(folder, vid))) == T
+    with pytest.raises(ExportError, match=f"overlay: video '{vid}'.*gone") as err:
+        export_all(str(moved), ["overlay", "coco"], video_ids=[vid, other])
+    assert sorted(os.listdir(err.value.paths["overlay"])) == [f"{other}.mp4", f"{other}.png"]
+    assert sorted(os.listdir(err.value.paths["coco"])) == [f"{vid}.json", f"{other}.json"]
 
 
 def test_cli_export_reports_problems_after_writing_the_rest(job_output, capsys):
