@@ -31,7 +31,7 @@ def start_ray(address: str | None, config) -> bool:
     if address:
         ray.init(address=address, log_to_driver=True)
         return False
-    ray.init(include_dashboard=False, log_to_driver=True)
+    ray.init(address="local", include_dashboard=False, log_to_driver=True)
     gpus = ray.cluster_resources().get("GPU", 0)
     if gpus == 0 and config.compute.gpus_per_actor > 0:
         logger.warning("no GPUs on this machine: segment actors run on the CPU (compute.gpus_per_actor set to 0)")

@@ -114,7 +114,11 @@ def resume_filter(config: JobConfig, rows: list[dict], previous: dict[str, dict]
         if config.output.overwrite or row.get("duplicate"):
             todo.append(row)
             continue
-        path = video_parquet_path(config.output.path, row["video_id"])
+        try:
+            path = video_parquet_path(config.output.path, row["video_id"])
+        except ValueError:  # an id that cannot name a folder: the plan stage fails it with the reason
+            todo.append(row)
+            continue
         meta = read_video_meta(path) if os.path.exists(path) else None
         if meta and meta.get("config_hash") == chash:
             prev = previous.get(row["video_id"]) or {}

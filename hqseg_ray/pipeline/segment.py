@@ -12,13 +12,22 @@ from typing import Any
 import numpy as np
 
 from hqseg_ray.config import JobConfig
-from hqseg_ray.pipeline.stages import as_str, rebatch, require, short_error, unbatch
+from hqseg_ray.pipeline.stages import as_str, error_of, rebatch, require, short_error, unbatch
 
 logger = logging.getLogger(__name__)
 
 SEGMENT_OUT = ("video", "video_id", "chunk_index", "num_chunks", "info_json", "pts_times", "frame_indices",
                "error", "result", "seconds", "encode_s", "relay_wait_s", "worker")
 FAILED = "__failed__"
+
+
+def _node_id() -> str:
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()[:12]
+    except Exception:  # noqa: BLE001 -- called outside Ray (unit tests)
+        return socket.gethostname()
 
 
 class SegmentStage:
@@ -49,7 +58,7 @@ class SegmentStage:
         self.engine = engine
         relay_on = self.config.stitch.mechanism == "relay"
         self.relay = RelayClient(job_id if relay_on else None, self.config.compute.relay_timeout_s)
-        self.worker = f"{socket.gethostname()}:{os.getpid()}:{self.engine.device}"
+        self.worker = f"{_node_id()}:{os.getpid()}:{self.engine.device}"
         logger.info("segment actor %s ready with model %s", self.worker, self.engine.label)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
@@ -58,9 +67,9 @@ class SegmentStage:
     def process(self, row: dict) -> dict:
         require(self.name, row, self.needs)
         out = {k: row.get(k) for k in SEGMENT_OUT}
-        out.update(result=None, seconds=0.0, encode_s=0.0, relay_wait_s=0.0, worker=self.worker)
+        out.update(result=None, seconds=0.0, encode_s=0.0, relay_wait_s=0.0, worker=self.worker, error=error_of(row))
         vid, k = as_str(row["video_id"]), int(row["chunk_index"])
-        if row["error"] or k < 0:
+        if out["error"] or k < 0:
             if k >= 0:
                 self.relay.put(vid, k, FAILED)
             return out

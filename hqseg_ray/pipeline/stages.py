@@ -65,11 +65,13 @@ class PlanStage:
         self.config = config
 
     def __call__(self, row: dict) -> list[dict]:
+        from hqseg_ray.export.parquet import video_parquet_path
         from hqseg_ray.prompts import ManifestRow, validate_prompts
         from hqseg_ray.video import plan_chunks, probe_video
 
         require(self.name, row, self.needs)
         try:
+            video_parquet_path(self.config.output.path, row["video_id"])  # a usable id, or a clear error
             manifest_row = ManifestRow.model_validate(
                 {"video": row["video"], "video_id": row["video_id"], "prompts": json.loads(row["prompts_json"] or "[]")})
             auto = bool(row.get("auto")) or self.config.input.auto or self.config.auto.enabled
@@ -85,13 +87,13 @@ class PlanStage:
         except Exception as exc:  # noqa: BLE001 -- per-video failure isolation
             logger.warning("video %r failed in plan: %s", row.get("video_id"), exc)
             return [failed_chunk_row(row, f"plan: {short_error(exc)}")]
-        info_json = json.dumps(info.to_dict(tables=False))
+        info_json = json.dumps(info.to_dict())  # with the pts table: decode needs no second probe
         return [{
             "video": row["video"], "video_id": c.video_id, "chunk_index": c.chunk_index,
             "num_chunks": c.num_chunks, "start": c.start, "stop": c.stop, "stride": c.stride,
             "overlap_next": c.overlap_next,
             "prompts_json": json.dumps([p.model_dump(exclude_none=True) for p in c.prompts]),
-            "info_json": info_json, "auto": auto, "error": None,
+            "info_json": info_json, "auto": auto, "error": "",
         } for c in chunks]
 
 
@@ -100,7 +102,7 @@ class DecodeStage:
     """CPU task: frame-exact decode of one chunk, resized to the model's input size (map)."""
 
     name = "decode"
-    needs = ("video", "start", "stop", "stride", "error")
+    needs = ("video", "start", "stop", "stride", "info_json", "error")
 
     def __init__(self, config: JobConfig, input_size: int):
         self.config = config
@@ -108,17 +110,19 @@ class DecodeStage:
 
     def __call__(self, row: dict) -> dict:
         from hqseg_ray.model.engine import resize_longest_side
-        from hqseg_ray.video import read_frames
+        from hqseg_ray.video import VideoInfo, read_frames
 
         require(self.name, row, self.needs)
         row = dict(row)
         empty = np.zeros((0, 1, 1, 3), dtype=np.uint8)
-        if row["error"]:
+        if error_of(row):
             row.update(frames=empty, frame_indices=np.zeros(0, np.int64), pts_times=np.zeros(0),
                        original_size=[0, 0])
             return row
         try:
-            frames, idx, pts = read_frames(row["video"], int(row["start"]), int(row["stop"]), int(row["stride"]))
+            info = VideoInfo.from_dict(json.loads(row["info_json"]))
+            frames, idx, pts = read_frames(row["video"], int(row["start"]), int(row["stop"]), int(row["stride"]),
+                                           info=info)
             if len(idx) == 0:
                 raise ValueError(f"chunk {row['chunk_index']} of video {row['video_id']!r} decoded no frames")
             # the engine's own resize (SAM's rule), so the job's masks equal `hqseg segment`'s
@@ -141,6 +145,14 @@ def unbatch(batch: dict[str, Any]) -> list[dict]:
 def rebatch(rows: list[dict], columns: Optional[Iterable[str]] = None) -> dict[str, list]:
     cols = list(columns) if columns is not None else (list(rows[0].keys()) if rows else [])
     return {c: [r.get(c) for r in rows] for c in cols}
+
+
+def error_of(row: dict) -> str:
+    """The row's error message, '' when none (Arrow/numpy may turn an all-None column into NaN)."""
+    v = row.get("error")
+    if v is None or (isinstance(v, float) and v != v):
+        return ""
+    return as_str(v) or ""
 
 
 def as_str(v: Any) -> Optional[str]:

@@ -20,7 +20,7 @@ from typing import Any, Optional
 import numpy as np
 
 from hqseg_ray.config import JobConfig
-from hqseg_ray.pipeline.stages import as_str, rebatch, require, unbatch
+from hqseg_ray.pipeline.stages import as_str, error_of, rebatch, require, unbatch
 
 logger = logging.getLogger(__name__)
 
@@ -74,8 +74,8 @@ class VideoWriter:
         vid = as_str(row["video_id"])
         if vid in self.done:
             return None  # a later chunk of a video that already failed
-        if row["error"]:
-            return self._finish_failed(vid, as_str(row["video"]), as_str(row["error"]))
+        if error_of(row):
+            return self._finish_failed(vid, as_str(row["video"]), error_of(row))
         state = self.videos.get(vid)
         if state is None:
             from hqseg_ray.track import Stitcher
@@ -139,7 +139,7 @@ class VideoWriter:
         frames = state.frames
         scores = [s for fr in frames for s in fr.scores]
         low = sum(1 for fr in frames if fr.scores and min(fr.scores) < LOW_CONFIDENCE)
-        status.update(status="ok", error=None, frames=len({fr.frame_index for fr in frames}),
+        status.update(status="ok", error="", frames=len({fr.frame_index for fr in frames}),
                       objects=len({o for fr in frames for o in fr.object_ids}), chunks=state.num_chunks,
                       seconds=state.seconds, low_confidence_frames=low,
                       mean_score=float(np.mean(scores)) if scores else None,

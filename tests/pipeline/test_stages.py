@@ -30,7 +30,7 @@ def _config(**chunking):
 def test_plan_cuts_chunks_and_keeps_prompts(synth):
     _, row = synth
     chunks = PlanStage(_config())(_row(row["video"], row["video_id"], row["prompts"]))
-    assert len(chunks) >= 3 and all(c["error"] is None for c in chunks)
+    assert len(chunks) >= 3 and all(c["error"] == "" for c in chunks)
     assert chunks[0]["start"] == 0 and chunks[-1]["stop"] == 20
     for a, b in zip(chunks, chunks[1:]):
         assert b["start"] == a["stop"] - a["overlap_next"]
@@ -63,21 +63,21 @@ def test_decode_resizes_to_model_input_and_keeps_indices(synth):
     _, row = synth
     chunks = PlanStage(_config())(_row(row["video"], row["video_id"], row["prompts"]))
     dec = DecodeStage(_config(), 64)(chunks[1])
-    assert dec["error"] is None
+    assert dec["error"] == ""
     assert dec["frames"].dtype == np.uint8 and dec["frames"].shape[1:] == (48, 64, 3)
     assert list(dec["frame_indices"]) == list(range(chunks[1]["start"], chunks[1]["stop"]))
     assert dec["original_size"] == [96, 128] and len(dec["pts_times"]) == len(dec["frame_indices"])
 
 
 def test_failed_rows_pass_through_decode():
-    row = {"video": "x", "video_id": "x", "start": 0, "stop": 0, "stride": 1, "error": "plan: boom"}
+    row = {"video": "x", "video_id": "x", "start": 0, "stop": 0, "stride": 1, "info_json": "{}", "error": "plan: boom"}
     out = DecodeStage(_config(), 64)(row)
     assert out["error"] == "plan: boom" and len(out["frames"]) == 0
 
 
 def test_missing_columns_name_the_stage():
     with pytest.raises(KeyError, match="stage 'decode'.*'stop'"):
-        DecodeStage(_config(), 64)({"video": "x", "start": 0, "stride": 1, "error": None})
+        DecodeStage(_config(), 64)({"video": "x", "start": 0, "stride": 1, "info_json": "{}", "error": None})
     with pytest.raises(KeyError, match="stage 'x'"):
         require("x", {}, ["a"])
 
