@@ -161,7 +161,8 @@ class VideoMasks:
 
 
 def list_videos(output_dir: str, video_ids: Optional[Sequence[str]] = None) -> tuple[list[VideoRef], list[str]]:
-    """Videos to export: status ``ok`` rows of ``videos.parquet`` plus masks folders with no row.
+    """Videos to export: status ``ok`` rows of ``videos.parquet`` plus masks folders with no row
+    (their source video is taken from the Parquet file's metadata, as ``hqseg segment`` writes it).
 
     Returns ``(refs, problems)``: a requested video that failed in the job or is unknown is a
     problem (a message), not an exception, so that the other videos are still exported.
@@ -193,9 +194,25 @@ def list_videos(output_dir: str, video_ids: Optional[Sequence[str]] = None) -> t
                 problems.append(msg)
             else:
                 logger.info("%s", msg)
-        else:
-            refs.append(VideoRef(vid, (row or {}).get("video"), (row or {}).get("frames"), dirs.get(vid)))
+        elif row is not None:
+            refs.append(VideoRef(vid, row.get("video"), row.get("frames"), dirs.get(vid)))
+        else:  # masks without a status row (``hqseg segment``, a killed driver): the file's metadata
+            meta = _file_meta(dirs[vid])
+            refs.append(VideoRef(vid, meta.get("video"), (meta.get("status") or {}).get("frames"), dirs[vid]))
     return refs, problems
+
+
+def _mask_files(mask_dir: str) -> list[str]:
+    """The Parquet files of a masks folder (temporary and hidden files skipped)."""
+    return [os.path.join(mask_dir, n) for n in sorted(os.listdir(mask_dir))
+            if n.endswith(".parquet") and not n.startswith((".", "_")) and ".tmp" not in n]
+
+
+def _file_meta(mask_dir: str) -> dict:
+    from hqseg_ray.export.parquet import read_video_meta
+
+    files = _mask_files(mask_dir)
+    return read_video_meta(files[0]) if files else {}
 
 
 def load_video(ref: VideoRef) -> VideoMasks:
@@ -203,11 +220,8 @@ def load_video(ref: VideoRef) -> VideoMasks:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    tables = []
-    if ref.mask_dir:
-        for name in sorted(os.listdir(ref.mask_dir)):
-            if name.endswith(".parquet") and not name.startswith((".", "_")) and ".tmp" not in name:
-                tables.append(pq.read_table(os.path.join(ref.mask_dir, name), columns=list(MASK_COLUMNS)))
+    files = _mask_files(ref.mask_dir) if ref.mask_dir else []
+    tables = [pq.read_table(f, columns=list(MASK_COLUMNS)) for f in files]
     table = pa.concat_tables(tables, promote_options="permissive") if tables else _empty_table()
     return VideoMasks(ref, table)
 

@@ -228,6 +228,22 @@ def test_unreadable_source_uses_the_masks_and_overlay_reports_it(job_output, tmp
     assert sorted(os.listdir(err.value.paths["coco"])) == [f"{vid}.json", f"{other}.json"]
 
 
+def test_masks_without_status_row_use_the_file_metadata(job_output, tmp_path):
+    """``hqseg segment`` writes masks only; the source video is in the file's metadata."""
+    out, rows_by_video, data = job_output
+    vid = sorted(rows_by_video)[1]
+    rows = [r for r in rows_by_video[vid] if r["frame_index"] < 4]  # masks stop early: the probe gives T
+    part = tmp_path / "seg" / "masks" / f"video_id={vid}"
+    part.mkdir(parents=True)
+    meta = {"hqseg.meta": json.dumps({"video": str(data / "videos" / f"{vid}.mp4")}), "hqseg.schema_version": "1"}
+    table = pa.Table.from_pylist(rows, schema=MASKS_SCHEMA).replace_schema_metadata(meta)
+    pq.write_table(table, part / "part-0.parquet")
+    (part / "part-0.parquet.tmp-1234").write_bytes(b"half-written")  # a killed writer's leftover: ignored
+    paths = export_all(str(tmp_path / "seg"), ["davis", "overlay"])
+    assert len(os.listdir(os.path.join(paths["davis"], vid))) == T
+    assert os.path.exists(os.path.join(paths["overlay"], f"{vid}.mp4"))
+
+
 def test_cli_export_reports_problems_after_writing_the_rest(job_output, capsys):
     from hqseg_ray.cli import main
 
