@@ -56,8 +56,21 @@ class FakeSegmentStage:
         return batch
 
 
+@pytest.fixture
+def pool_upscaling_at_full_util():
+    """The segment stage queues one chunk per actor (compute.max_tasks_in_flight_per_actor: 1), so
+    an actor pool's utilisation never exceeds 1.0, while Ray Data (2.60) grows a pool only at
+    utilisation >= 1.75 by default: such a pool would never grow. Upscaling at 1.0 fixes that; the
+    pipeline must set the same (DataContext.autoscaling_config), see docs/deploy.md."""
+    ctx = ray.data.DataContext.get_current()
+    before = ctx.autoscaling_config.actor_pool_util_upscaling_threshold
+    ctx.autoscaling_config.actor_pool_util_upscaling_threshold = 1.0
+    yield
+    ctx.autoscaling_config.actor_pool_util_upscaling_threshold = before
+
+
 @pytest.mark.slow
-def test_actor_pool_grows_onto_a_gpu_node_added_during_the_job(cluster):
+def test_actor_pool_grows_onto_a_gpu_node_added_during_the_job(cluster, pool_upscaling_at_full_util):
     """min_size=1 < max_size=2 with one GPU: the pool stays at one actor until a GPU node joins,
     then grows onto it. Ray Data notices new nodes through its autoscaling coordinator, which
     refreshes the cluster's resources every 20 s, so the job runs until the new node has done work
@@ -66,7 +79,7 @@ def test_actor_pool_grows_onto_a_gpu_node_added_during_the_job(cluster):
     first_gpu_node = next(iter(_gpu_node_ids()))
     ds = ray.data.range(1000, override_num_blocks=200).map_batches(
         FakeSegmentStage, batch_size=5, num_gpus=1,
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=2),
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=2, max_tasks_in_flight_per_actor=1),
     )
     seen_before, seen_after, joined_at = [], [], None
     for batch in ds.iter_batches(batch_size=5, prefetch_batches=0):
