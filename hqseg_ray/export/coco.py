@@ -53,7 +53,6 @@ class CocoWriter(FormatWriter):
 
     def __init__(self, output_dir: str) -> None:
         self.folder = os.path.join(output_dir, "exports", "coco")
-        os.makedirs(self.folder, exist_ok=True)
 
     def add(self, vm: VideoMasks) -> None:
         path = os.path.join(self.folder, f"{safe_name(vm.video_id)}.json")

@@ -79,7 +79,6 @@ class DavisWriter(FormatWriter):
 
     def __init__(self, output_dir: str, remap: bool = False) -> None:
         self.folder, self.remap = os.path.join(output_dir, "exports", "davis"), remap
-        os.makedirs(self.folder, exist_ok=True)
 
     def add(self, vm: VideoMasks) -> None:
         write_davis_video(vm, os.path.join(self.folder, safe_name(vm.video_id)), remap=self.remap)

@@ -261,10 +261,14 @@ def write_atomic(path: str, text: str) -> None:
 
 
 class FormatWriter:
-    """One export format: ``add`` is called once per video, ``close`` once at the end (returns the
-    path to report); ``discard`` removes temporary files when the export is interrupted."""
+    """One export format: ``open`` once (creates folders), ``add`` once per video, ``close`` once at
+    the end (returns the path to report); ``discard`` removes temporary files when interrupted."""
 
     fmt = ""
+    folder = ""
+
+    def open(self) -> None:
+        os.makedirs(self.folder, exist_ok=True)
 
     def add(self, vm: VideoMasks) -> None:
         raise NotImplementedError
@@ -285,6 +289,8 @@ def run_writers(output_dir: str, writers: Sequence[FormatWriter],
     """
     refs, problems = list_videos(output_dir, video_ids)
     try:
+        for w in writers:
+            w.open()
         for ref in refs:
             vm = None
             with collect_errors(problems, f"video {ref.video_id!r}"):

@@ -58,7 +58,6 @@ class OverlayWriter(FormatWriter):
 
     def __init__(self, output_dir: str) -> None:
         self.folder = os.path.join(output_dir, "overlay")
-        os.makedirs(self.folder, exist_ok=True)
 
     def add(self, vm: VideoMasks) -> None:
         name = os.path.join(self.folder, safe_name(vm.video_id))

@@ -55,12 +55,15 @@ class YtvisWriter(FormatWriter):
     fmt = "ytvis"
 
     def __init__(self, output_dir: str) -> None:
-        folder = os.path.join(output_dir, "exports", "ytvis")
-        os.makedirs(folder, exist_ok=True)
-        self.path = os.path.join(folder, "instances.json")
+        self.folder = os.path.join(output_dir, "exports", "ytvis")
+        self.path = os.path.join(self.folder, "instances.json")
         self._parts = {k: f"{self.path}.{k}.tmp-{os.getpid()}" for k in ("videos", "annotations")}
-        self._files = {k: open(p, "w") for k, p in self._parts.items()}
+        self._files: dict = {}
         self.n_videos = self.n_annotations = 0
+
+    def open(self) -> None:
+        super().open()
+        self._files = {k: open(p, "w") for k, p in self._parts.items()}
 
     def add(self, vm: VideoMasks) -> None:
         video, anns = video_to_ytvis(vm, self.n_videos + 1, self.n_annotations + 1)
@@ -88,8 +91,9 @@ class YtvisWriter(FormatWriter):
         return self.path
 
     def discard(self) -> None:
-        for k, p in self._parts.items():
-            self._files[k].close()
+        for f in self._files.values():
+            f.close()
+        for p in self._parts.values():
             if os.path.exists(p):
                 os.remove(p)
 

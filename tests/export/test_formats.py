@@ -245,6 +245,7 @@ def test_masks_without_status_row_use_the_file_metadata(job_output, tmp_path):
 
 
 def test_cli_export_reports_problems_after_writing_the_rest(job_output, capsys):
+    """Exit 0 when all is written, 1 with the problems listed after the rest, 2 for bad arguments."""
     from hqseg_ray.cli import main
 
     out, rows_by_video, _ = job_output
@@ -257,3 +258,5 @@ def test_cli_export_reports_problems_after_writing_the_rest(job_output, capsys):
     assert os.path.exists(os.path.join(out, "exports", "coco", f"{vid}.json"))
     with pytest.raises(ValueError, match="unknown export format"):
         export_all(out, ["yolo"])
+    missing = os.path.join(out, "no-such-output")
+    assert main(["export", missing, "--format", "ytvis"]) == 2 and not os.path.exists(missing)
