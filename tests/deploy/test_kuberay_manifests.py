@@ -87,6 +87,41 @@ def test_rayjob_lifecycle():
     assert spec["ttlSecondsAfterFinished"] > 0
 
 
+def test_rayjob_entrypoint_is_a_valid_job_that_fits_the_worker_groups():
+    """The entrypoint's config (as baked into the image) plus its --set overrides is a valid job
+    config whose GPU actor pool can grow, and whose accelerator type (if any) a worker group provides."""
+    import shlex
+
+    from hqseg_ray import config as config_module
+
+    load_job_config = getattr(config_module, "load_job_config", None)
+    if load_job_config is None:
+        pytest.skip("hqseg_ray.config.load_job_config not available")
+    doc = load_yaml(ROOT / "deploy" / "rayjob.yaml")
+    argv = shlex.split(doc["spec"]["entrypoint"])
+    assert argv[:2] == ["hqseg", "label"]
+    image_root = "/home/ray/hqseg/"  # WORKDIR of deploy/Dockerfile
+    assert argv[2].startswith(image_root)
+    overrides = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--set"]
+    job = load_job_config(ROOT / argv[2][len(image_root):], overrides)
+
+    compute = job.compute
+    assert compute.gpus_per_actor >= 1
+    assert compute.segment_actors_min < compute.segment_actors_max, "the pool must be able to grow"
+    groups = _cluster_spec(doc)["workerGroupSpecs"]
+    gpus = {}
+    for group in groups:
+        declared = json.loads(json.loads(group["rayStartParams"]["resources"]))
+        (accelerator,) = [k.split(":", 1)[1] for k in declared if k.startswith("accelerator_type:")]
+        (container,) = group["template"]["spec"]["containers"]
+        gpus[accelerator] = group["maxReplicas"] * int(container["resources"]["limits"][GPU_LIMIT])
+    if compute.accelerator_type is not None:
+        assert compute.accelerator_type in gpus
+        assert compute.segment_actors_max <= gpus[compute.accelerator_type]
+    else:
+        assert compute.segment_actors_max <= sum(gpus.values())
+
+
 def test_rayservice_serve_config_is_a_valid_serve_deploy_schema():
     from ray.serve.schema import ServeDeploySchema
 
