@@ -291,7 +291,7 @@ def run_writers(output_dir: str, writers: Sequence[FormatWriter],
     try:
         for w in writers:
             w.open()
-        for ref in refs:
+        for i, ref in enumerate(refs):
             vm = None
             with collect_errors(problems, f"video {ref.video_id!r}"):
                 safe_name(ref.video_id)
@@ -299,6 +299,9 @@ def run_writers(output_dir: str, writers: Sequence[FormatWriter],
             for w in writers if vm is not None else ():
                 with collect_errors(problems, f"{w.fmt}: video {ref.video_id!r}"):
                     w.add(vm)
+            if vm is not None:
+                logger.info("export [%d/%d] %r: %d frames, %d objects", i + 1, len(refs), ref.video_id,
+                            vm.num_frames, len(vm.object_ids))
             del vm  # one video in memory at a time
         paths = {w.fmt: w.close() for w in writers}
     except BaseException:
