@@ -136,6 +136,12 @@ def test_rayservice_serve_config_is_a_valid_serve_deploy_schema():
     for d in gpu_deployments:
         assert d["autoscaling_config"]["max_replicas"] > d["autoscaling_config"]["min_replicas"], d["name"]
 
+    # The application args are hqseg config sections; the app's own resolver validates them.
+    app_module = pytest.importorskip("hqseg_ray.serve.app")
+    for app in apps.values():
+        if app["import_path"] == "hqseg_ray.serve.app:build_app":
+            app_module.resolve_args(app.get("args"))
+
 
 # --- the validation is real: wrong fields are rejected ------------------------------------------
 
