@@ -131,6 +131,8 @@ def hard_iou(logits: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
 
 def step_loss(sam, batch, image_size: int, rng: np.random.Generator) -> tuple[torch.Tensor, dict]:
     emb, hq = encode(sam, batch.images, batch.sizes)
+    # losses at twice the low-res logit size (at most the input size): 4x cheaper than full size
+    loss_size = min(image_size, 2 * hq.shape[-1])
     total = 0.0
     parts = {}
     box_logits = None
@@ -144,9 +146,11 @@ def step_loss(sam, batch, image_size: int, rng: np.random.Generator) -> tuple[to
         m_sam, m_hq, iou = decode(sam, emb, hq, d["frame"], d.get("points"), d.get("labels"), d.get("box"),
                                   d.get("mask"))
         gt = torch.from_numpy(d["gt"]).float()[:, None]
-        out0 = _up(m_sam[:, :1] + m_hq, image_size)
-        outm = _up(m_sam[:, 1:] + m_hq, image_size)
-        outh = _up(m_hq, image_size)
+        if loss_size != image_size:
+            gt = F.interpolate(gt, (loss_size, loss_size), mode="area")  # soft targets at the edges
+        out0 = _up(m_sam[:, :1] + m_hq, loss_size)
+        outm = _up(m_sam[:, 1:] + m_hq, loss_size)
+        outh = _up(m_hq, loss_size)
         l0 = mask_losses(out0, gt)[:, 0]
         lh = mask_losses(outh, gt)[:, 0]
         lm = mask_losses(outm, gt.expand_as(outm)).min(1).values
