@@ -33,7 +33,7 @@ _RAY_PIN = re.compile(r"""["']ray(?:\[[^\]]*\])?==([0-9][0-9a-zA-Z.+-]*)["']""")
 _PROJECT_VERSION = re.compile(r'^version\s*=\s*"([^"]+)"', re.MULTILINE)
 _SERVE_BLOCK = re.compile(r"^(?P<indent>[ ]*)serveConfigV2:[ ]*\|[-+]?[ ]*$", re.MULTILINE)
 _VERSION_SPELLINGS = [re.compile(p, re.MULTILINE) for p in (
-    r"(ray(?:\[[^\]]*\])?==)[0-9][0-9a-zA-Z.+-]*?([\s\"')]|$)",
+    r"((?<![\w-])ray(?:\[[^\]]*\])?==)[0-9][0-9a-zA-Z.+-]*?([\s\"')]|$)",
     r"(ray\.__version__ == ')[0-9][^']*(')",
     r"(rayVersion:\s*\")[0-9.]+(\")",
     r"(^ARG RAY_VERSION=)\S+()",
@@ -183,7 +183,7 @@ def check(root: Path) -> list[str]:
         for tag in sorted(set(tags)):
             if f"{IMAGE_REPO}:{tag}" != ref:
                 problems.append(f"{rel}: image tag {tag!r}, expected {image_tag(root)!r} (run render)")
-        for other in sorted(set(re.findall(r"ray(?:\[[^\]]*\])?==([0-9][0-9a-zA-Z.+-]*)", text))):
+        for other in sorted(set(re.findall(r"(?<![\w-])ray(?:\[[^\]]*\])?==([0-9][0-9a-zA-Z.+-]*)", text))):
             if other != ray_version:
                 problems.append(f"{rel}: pins ray=={other}, pyproject.toml pins {ray_version}")
         for other in sorted(set(re.findall(r"rayproject/ray(?:-ml)?:([0-9][0-9.]*[0-9])", text))):

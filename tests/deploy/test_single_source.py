@@ -85,3 +85,10 @@ def test_cli_check_exit_codes(checkout, capsys):
         (checkout / "deploy/rayservice.yaml").read_text().replace("max_replicas: 8", "max_replicas: 7"))
     assert manifests.main(["check", "--root", str(checkout)]) == 1
     assert "serveConfigV2 differs" in capsys.readouterr().err
+
+
+def test_ray_version_spellings():
+    text = "pip install hqseg-ray==0.1.0 'ray[default]==2.1.0' ray==1.0\nrayVersion: \"2.1\"\nARG RAY_VERSION=2.1\n"
+    assert manifests.render_ray_version(text, "2.60.0") == (
+        "pip install hqseg-ray==0.1.0 'ray[default]==2.60.0' ray==2.60.0\nrayVersion: \"2.60.0\"\n"
+        "ARG RAY_VERSION=2.60.0\n")
