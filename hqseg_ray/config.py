@@ -289,8 +289,8 @@ class TrackerConfig(_Strict):
         "(its last good state is no longer used for re-acquisition).")
     reacquire_margin: float = Field(
         0.5, ge=0.0,
-        description="While occluded, the last good box (moved by its last velocity) is enlarged by this "
-        "fraction of its size per side, plus the same again per 8 lost frames.")
+        description="While occluded, candidate boxes of the object's typical size, enlarged by this fraction "
+        "per side (plus the same again per 8 lost frames), are tried along its extrapolated path and around it.")
     reacquire_min_score: float = Field(
         0.7, ge=0.0, le=1.0, description="Predicted IoU needed to re-acquire an occluded object.")
     reacquire_min_area_ratio: float = Field(

@@ -16,6 +16,7 @@ import numpy as np
 
 FLOW_LONG_SIDE = 512  # optical flow runs on grey frames no larger than this (speed; motion is coarse)
 LOGIT_FILL = -20.0    # value of logits shifted in from outside (confident background)
+_KERNEL = np.ones((5, 5), np.uint8)
 
 
 @dataclass
@@ -48,7 +49,8 @@ def estimate_motions(prev_gray: np.ndarray, cur_gray: np.ndarray, factor: float,
         prev_gray, cur_gray: grey frames from :func:`to_gray` (same size).
         factor: original pixels -> grey pixels.
         masks: ``[H, W]`` bool masks (original size) on the previous frame.
-    Returns: one :class:`Motion` per mask (zero motion when too few points track).
+    Returns: one :class:`Motion` per mask; ``points == 0`` when too few features could be tracked
+    (textureless object): the caller then falls back to the object's velocity.
     """
     gh, gw = prev_gray.shape
     all_pts, owner = [], []
@@ -56,14 +58,14 @@ def estimate_motions(prev_gray: np.ndarray, cur_gray: np.ndarray, factor: float,
         m8 = m.astype(np.uint8)
         if m8.shape != (gh, gw):
             m8 = cv2.resize(m8, (gw, gh), interpolation=cv2.INTER_NEAREST)
-        if m8.sum() < 4:
+        # features strictly inside the object: corners on its outline mix in the background's motion
+        inner = cv2.erode(m8, _KERNEL) if m8.sum() > 64 else m8
+        if inner.sum() < 4:
             continue
         pts = cv2.goodFeaturesToTrack(prev_gray, maxCorners=max_corners, qualityLevel=0.01, minDistance=3,
-                                      mask=m8, blockSize=5)
-        if pts is None or len(pts) < min_points:  # textureless: fall back to a grid of mask pixels
-            ys, xs = np.nonzero(m8)
-            sel = np.linspace(0, len(xs) - 1, num=min(len(xs), max_corners)).astype(int)
-            pts = np.stack([xs[sel], ys[sel]], 1).astype(np.float32)[:, None, :]
+                                      mask=inner, blockSize=5)
+        if pts is None or len(pts) < min_points:  # textureless inside: no flow (the caller uses velocity)
+            continue
         all_pts.append(pts.reshape(-1, 1, 2).astype(np.float32))
         owner += [k] * len(pts)
     out = [Motion() for _ in masks]

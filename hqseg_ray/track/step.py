@@ -18,31 +18,26 @@ from hqseg_ray.prompts import Prompt
 from hqseg_ray.track.motion import LowResGeometry, Motion, expand_box, interior_points, move_box
 from hqseg_ray.track.types import ObjectState
 
+MAX_EXTRAPOLATION = 24  # frames of constant-velocity motion a hidden object may have gone on for
+
 
 def propagation_prompt(state: ObjectState, motion: Motion, local_frame: int, cfg: TrackerConfig,
                        geo: LowResGeometry) -> tuple[Prompt, np.ndarray]:
     """Prompt for the frame after (or before) ``state``'s frame.
 
-    Visible object (``state.lost == 0``): the box moved by ``motion`` and grown by
-    ``box_margin``; ``num_points`` positive points from the mask's interior, moved; the logits
-    warped by the motion as ``mask_input``. Occluded object: the last good box moved by its
-    velocity times the lost frames and enlarged for re-acquisition, logits likewise, no points.
-    ``method: naive`` uses the previous box (grown by ``box_margin``) alone.
+    For a visible object (``state.lost == 0``; hidden ones use :func:`reacquire_prompts`): the box
+    moved by ``motion`` and grown by ``box_margin``; ``num_points`` positive points from the mask's
+    interior, moved; the logits warped by the motion as ``mask_input``. ``method: naive`` uses the
+    previous box (grown by ``box_margin``) alone.
 
     Returns: (prompt, predicted box ``[4]`` XYXY before the margin) -- the latter is what
     detector boxes are matched against.
     """
     size = geo.original_size
-    if state.lost > 0:
-        n = state.lost
-        motion = Motion(float(state.velocity[0]) * n, float(state.velocity[1]) * n)
-        margin = cfg.box_margin + cfg.reacquire_margin * (1 + n / 8.0)
-    else:
-        margin = cfg.box_margin
     if cfg.method == "naive":
-        return Prompt(frame=local_frame, box=expand_box(state.box, margin, size)), state.box
+        return Prompt(frame=local_frame, box=expand_box(state.box, cfg.box_margin, size)), state.box
     pred = move_box(state.box, motion)
-    box = expand_box(pred, margin, size)
+    box = expand_box(pred, cfg.box_margin, size)
     points = labels = None
     if state.lost == 0 and cfg.num_points > 0:
         pts = interior_points(state.mask, cfg.num_points)
@@ -59,8 +54,63 @@ def propagation_prompt(state: ObjectState, motion: Motion, local_frame: int, cfg
     return Prompt(frame=local_frame, points=points, labels=labels, box=box, mask_input=mask_input), pred
 
 
-def accept(state: Optional[ObjectState], area: int, score: float, cfg: TrackerConfig) -> bool:
-    """Is a propagated (or re-acquired, when ``state.lost > 0``) mask good enough to emit?"""
+def reacquire_prompts(state: ObjectState, local_frame: int, cfg: TrackerConfig,
+                      geo: LowResGeometry) -> tuple[list[Prompt], np.ndarray]:
+    """Candidate prompts for a hidden object (``state.lost > 0``).
+
+    Boxes of the object's typical size, enlarged by ``reacquire_margin`` (more the longer it is
+    lost), centred along its path carried on by its last velocity (it may have stopped, slowed or
+    gone on: 0, 1/2, 1 and 3/2 of the extrapolated shift) and one typical size around the
+    extrapolated centre; each with the last good logits moved there as mask input. The tracker
+    keeps the best-scoring candidate that passes the re-acquisition checks. ``method: naive``
+    re-prompts the last box only.
+
+    Returns: (candidates, predicted box at the extrapolated position).
+    """
+    n = state.lost
+    k = min(n, MAX_EXTRAPOLATION)
+    h, w = geo.original_size
+    v = np.asarray(state.velocity, np.float64)
+    grow = min(2.0, cfg.box_margin + cfg.reacquire_margin * (1 + n / 8.0))
+    if cfg.method == "naive":
+        return [Prompt(frame=local_frame, box=expand_box(state.box, grow, (h, w)))], state.box
+    side = max(float(np.sqrt(np.median(state.areas))) if state.areas else 0.0, 4.0)
+    bw = max(state.box[2] - state.box[0], side) * (1 + 2 * grow)
+    bh = max(state.box[3] - state.box[1], side) * (1 + 2 * grow)
+    c0 = (state.box[:2] + state.box[2:]) / 2
+    shifts = [v * k * f for f in (0.0, 0.5, 1.0, 1.5)]
+    shifts += [v * k + np.array(d) * side for d in ((1, 0), (-1, 0), (0, 1), (0, -1))]
+    out, seen = [], set()
+    for d in shifts:
+        c = c0 + d
+        box = np.array([c[0] - bw / 2, c[1] - bh / 2, c[0] + bw / 2, c[1] + bh / 2])
+        box[[0, 2]] = np.clip(box[[0, 2]], 0, w)
+        box[[1, 3]] = np.clip(box[[1, 3]], 0, h)
+        if box[2] - box[0] < 2 or box[3] - box[1] < 2:
+            continue  # this candidate lies outside the frame
+        key = tuple(np.round(box / 2).astype(int))
+        if key in seen:
+            continue
+        seen.add(key)
+        mi = geo.shift_logits(state.logits, Motion(float(d[0]), float(d[1])), state.box) if cfg.use_mask_input else None
+        out.append(Prompt(frame=local_frame, box=box, mask_input=mi))
+    if not out:  # every candidate off-frame: the edge nearest to where it left
+        out.append(Prompt(frame=local_frame, box=expand_box(state.box, grow, (h, w))))
+    return out, move_box(state.box, Motion(float(v[0]) * k, float(v[1]) * k))
+
+
+def touches_border(mask: np.ndarray, margin: int = 1) -> bool:
+    """Does the mask reach the frame's edge (within ``margin`` pixels)?"""
+    return bool(mask[:margin].any() or mask[-margin:].any() or mask[:, :margin].any() or mask[:, -margin:].any())
+
+
+def accept(state: Optional[ObjectState], area: int, score: float, cfg: TrackerConfig,
+           at_border: bool = False) -> bool:
+    """Is a propagated (or re-acquired, when ``state.lost > 0``) mask good enough to emit?
+
+    ``at_border``: the mask touches the frame's edge, so a shrinking area is explained by the
+    object leaving the view and the lower area bound is not applied.
+    """
     if area < max(1, cfg.min_area):
         return False
     ref = float(np.median(state.areas[-cfg.area_window:])) if state is not None and state.areas else None
@@ -70,7 +120,9 @@ def accept(state: Optional[ObjectState], area: int, score: float, cfg: TrackerCo
         lo, min_score = cfg.min_area_ratio, cfg.min_score
     if score < min_score:
         return False
-    return ref is None or lo * ref <= area <= cfg.max_area_growth * ref
+    if ref is None:
+        return True
+    return (at_border or lo * ref <= area) and area <= cfg.max_area_growth * ref
 
 
 def visible_state(prev: Optional[ObjectState], template: ObjectState, frame_index: int, mask: np.ndarray,
@@ -82,10 +134,13 @@ def visible_state(prev: Optional[ObjectState], template: ObjectState, frame_inde
     if seed or prev is None:
         areas, vel, dist = [area], (prev.velocity if prev is not None else np.zeros(2)), 0
     else:
+        ref = float(np.median(prev.areas[-cfg.area_window:])) if prev.areas else 0.0
         areas = (prev.areas + [area])[-cfg.area_window:]
         vel = prev.velocity
-        if motion is not None and prev.lost == 0:
-            vel = 0.5 * prev.velocity + 0.5 * np.array([motion.dx, motion.dy])
+        box = mask_to_box(mask)
+        if prev.lost == 0 and area >= 0.7 * ref:  # observed motion, unless the object is being cut off
+            step = (box[:2] + box[2:]) / 2 - (prev.box[:2] + prev.box[2:]) / 2
+            vel = 0.5 * prev.velocity + 0.5 * step
         dist = prev.seed_distance + 1
     return replace(template, frame_index=int(frame_index), logits=np.asarray(logits, np.float32), mask=mask,
                    box=mask_to_box(mask), areas=areas, velocity=np.asarray(vel, np.float64), lost=0,

@@ -26,7 +26,8 @@ from hqseg_ray.config import TrackingConfig
 from hqseg_ray.masks import mask_to_box, rle_encode, rle_encode_many, rle_iou
 from hqseg_ray.track.motion import LowResGeometry, Motion, estimate_motions, to_gray
 from hqseg_ray.track.seeds import SeedPrompt, carried_states, normalize_prompts
-from hqseg_ray.track.step import accept, occluded_state, propagation_prompt, visible_state
+from hqseg_ray.track.step import (accept, occluded_state, propagation_prompt, reacquire_prompts, touches_border,
+                                  visible_state)
 from hqseg_ray.track.types import ChunkResult, ObjectState, TrackEntry, TrackInfo
 
 logger = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ class _Job:
     motion: Optional[Motion] = None
     pred_box: Optional[np.ndarray] = None
     seed_kind: str = "prompt"
+    candidates: Optional[list] = None       # re-acquisition: several prompts, the best one wins
 
 
 def as_tracking_config(config: Any) -> TrackingConfig:
@@ -315,7 +317,11 @@ class _ChunkRun:
             if m is None or m.points == 0:  # no flow (textureless, or a carried state from before the chunk)
                 m = Motion(float(j.prev.velocity[0]), float(j.prev.velocity[1]))
             j.motion = m
-            j.prompt, j.pred_box = propagation_prompt(j.prev, m, t, self.tcfg, self.geo)
+            if j.prev.lost > 0:
+                j.candidates, j.pred_box = reacquire_prompts(j.prev, t, self.tcfg, self.geo)
+                j.prompt = j.candidates[0]
+            else:
+                j.prompt, j.pred_box = propagation_prompt(j.prev, m, t, self.tcfg, self.geo)
         self.stats["flow_s"] += time.perf_counter() - t0
 
     def _match_detectors(self, t: int, jobs: list[_Job], live: dict) -> list[_Job]:
@@ -340,7 +346,7 @@ class _ChunkRun:
                 mi = job.prompt.mask_input if self.tcfg.method == "flow" else None
                 sp = SeedPrompt(det.frame, None, box=det.box, mask_input=mi)
                 self._add_seed(self.tracks[job.tid], _Seed(t, "detector", prompt=sp))
-                job.mode, job.prompt, job.seed_kind = "seed", sp.to_prompt(t), "detector"
+                job.mode, job.prompt, job.seed_kind, job.candidates = "seed", sp.to_prompt(t), "detector", None
             else:
                 tr = self._new_track(None, "detector")
                 self._add_seed(tr, _Seed(t, "detector", prompt=det))
@@ -351,16 +357,26 @@ class _ChunkRun:
         """Decode all jobs of frame t in one engine call; update entries; return the new states
         (None = lost for good)."""
         t0 = time.perf_counter()
-        logits_t, scores_t = self.engine.decode_low_res(self.emb, [j.prompt for j in jobs])
-        masks = self.engine.postprocess(self.emb, [t] * len(jobs), logits_t)
-        logits, scores = logits_t.float().cpu().numpy(), scores_t.float().cpu().numpy()
+        flat, owner = [], []
+        for k, j in enumerate(jobs):
+            cands = j.candidates if j.candidates else [j.prompt]
+            flat += cands
+            owner += [k] * len(cands)
+        logits_t, scores_t = self.engine.decode_low_res(self.emb, flat)
+        all_masks = self.engine.postprocess(self.emb, [t] * len(flat), logits_t)
+        all_logits, all_scores = logits_t.float().cpu().numpy(), scores_t.float().cpu().numpy()
         self.stats["decode_s"] += time.perf_counter() - t0
         self.stats["decode_calls"] += 1
-        self.stats["decoded_prompts"] += len(jobs)
-        masks = [np.asarray(m) for m in masks]
-        oks = [(masks[k].sum() >= max(1, self.tcfg.min_area)) if j.mode == "seed"
-               else accept(j.prev, int(masks[k].sum()), float(scores[k]), self.tcfg) for k, j in enumerate(jobs)]
-        oks = exclusive(jobs, masks, scores, oks, self.tcfg.max_overlap)
+        self.stats["decoded_prompts"] += len(flat)
+        all_masks = [np.asarray(m) for m in all_masks]
+        all_ok = [bool(all_masks[i].sum() >= max(1, self.tcfg.min_area)) if jobs[k].mode == "seed"
+                  else accept(jobs[k].prev, int(all_masks[i].sum()), float(all_scores[i]), self.tcfg,
+                              touches_border(all_masks[i])) for i, k in enumerate(owner)]
+        pick = choose_candidates(jobs, owner, all_masks, all_scores, all_ok, self.tcfg.max_overlap)
+        masks = [all_masks[i] for i in pick]
+        scores = [float(all_scores[i]) for i in pick]
+        logits = [all_logits[i] for i in pick]
+        oks = exclusive(jobs, masks, scores, [all_ok[i] for i in pick], self.tcfg.max_overlap)
         out: list[Optional[ObjectState]] = []
         visible = []
         for k, job in enumerate(jobs):
@@ -449,4 +465,27 @@ def exclusive(jobs: list[_Job], masks: list[np.ndarray], scores, oks: list[bool]
                 out[a] = False
                 break
     return out
+
+
+def choose_candidates(jobs: list[_Job], owner: list[int], masks: list[np.ndarray], scores, oks: list[bool],
+                      max_overlap: float) -> list[int]:
+    """Index (into the flat decode) of the prediction each job keeps: its only one, or for a
+    re-acquisition the best-scoring acceptable candidate that is not mostly another object's
+    (non-re-acquisition) mask on this frame."""
+    firm = [i for i, k in enumerate(owner) if not jobs[k].candidates and oks[i]]
+    pick: list[Optional[int]] = [None] * len(jobs)
+    for i, k in enumerate(owner):
+        if not jobs[k].candidates:
+            pick[k] = i
+    for k, job in enumerate(jobs):
+        if not job.candidates:
+            continue
+        idx = sorted((i for i, o in enumerate(owner) if o == k), key=lambda i: -float(scores[i]))
+        pick[k] = idx[0]
+        for i in idx:
+            area = masks[i].sum()
+            if oks[i] and all(np.logical_and(masks[i], masks[f]).sum() <= max_overlap * area for f in firm):
+                pick[k] = i
+                break
+    return pick
 

@@ -3,7 +3,8 @@
 ``OracleEngine`` has the parts of ``SegEngine``'s interface the tracker uses (``encode``,
 ``decode_low_res``, ``postprocess``, ``image_size``, ``low_res_size``, ``config``, ``stats``). A
 prompt decodes to the ground-truth object that best fits it (under the first positive point, else
-the object with most pixels inside the box), so tests of propagation, occlusion and stitching
+the one most covered by the mask input inside the box, else the one, mostly inside the box, whose
+tight box fits the box best), so tests of propagation, occlusion and stitching
 mechanics do not depend on a model's quality and run in milliseconds.
 """
 
@@ -46,6 +47,20 @@ class OracleEngine:
                     v = int(idmap[min(int(y), idmap.shape[0] - 1), min(int(x), idmap.shape[1] - 1)])
                     if v:
                         return v
+        if p.mask_input is not None and p.box is not None:  # like SAM: the mask prompt says which object
+            import torch.nn.functional as F
+
+            lh, lw = self.low_res_size
+            ih, iw = self.geo.input_size
+            x = torch.from_numpy(p.mask_input.reshape(1, 1, lh, lw))
+            x = F.interpolate(x, (self.image_size, self.image_size), mode="bilinear")[..., :ih, :iw]
+            hint = F.interpolate(x, idmap.shape, mode="bilinear")[0, 0].numpy() > 0
+            x1, y1, x2, y2 = [int(round(v)) for v in p.box]
+            inside = np.zeros_like(hint)
+            inside[max(0, y1):y2, max(0, x1):x2] = True
+            ids, counts = np.unique(idmap[hint & inside & (idmap > 0)], return_counts=True)
+            if len(ids):
+                return int(ids[np.argmax(counts)])
         if p.box is not None:  # the object, mostly inside the box, whose tight box fits it best
             from hqseg_ray.masks import box_iou, mask_to_box
 
@@ -88,3 +103,28 @@ def synthetic_video(seed: int = 1, frames: int = 24, size=(96, 128), n_objects=(
 
 def frame0_prompts(video) -> list[dict]:
     return [{"object_id": o, "frame": 0, "box": video.box(0, o)} for o in video.objects]
+
+
+def crossing_video(frames: int = 30, size=(64, 96), hide=(12, 17)):
+    """A small disc (object 1) moving left to right passes behind a large square (object 2) and is
+    fully hidden on frames ``hide[0]..hide[1]`` (inclusive). Returns (frames, annotations)."""
+    h, w = size
+    rng = np.random.default_rng(0)
+    bg = rng.integers(60, 120, (h, w, 3)).astype(np.uint8)
+    out = np.zeros((frames, h, w, 3), np.uint8)
+    ann = np.zeros((frames, h, w), np.uint8)
+    yy, xx = np.mgrid[:h, :w]
+    sq = (abs(xx - w // 2) < 14) & (abs(yy - h // 2) < 16)
+    for t in range(frames):
+        cx = 8 + t * (w - 16) / (frames - 1)
+        disc = (xx - cx) ** 2 + (yy - h // 2) ** 2 <= 6 ** 2
+        img = bg.copy()
+        img[disc] = (220, 40, 40)
+        img[sq] = (40, 40, 220)
+        vis = disc & ~sq
+        ann[t][vis] = 1
+        ann[t][sq] = 2
+        out[t] = img
+    hidden = [t for t in range(frames) if not ann[t].__eq__(1).any()]
+    assert hidden and hidden[0] <= hide[0] and hidden[-1] >= hide[1], hidden
+    return out, ann
