@@ -149,7 +149,7 @@ def run_job(config: JobConfig, job_id: Optional[str] = None, progress: bool = Tr
     job_id = job_id or uuid.uuid4().hex[:12]
     relay = None
     if todo:
-        if config.stitch.mechanism == "relay" and config.segment.backend == "actors":
+        if config.stitch.mechanism == "relay":  # both backends: ServeSegmentStage relays too
             from hqseg_ray.pipeline.relay import start_relay
 
             relay = start_relay(job_id)
