@@ -8,6 +8,7 @@ ids live in its memory (a second replica would not know them).
 # no `from __future__ import annotations`: FastAPI must resolve the route annotations at runtime
 
 import asyncio
+import json
 import logging
 import os
 import secrets
@@ -17,14 +18,16 @@ from typing import Any, Optional
 
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
 
-from hqseg_ray.config import ServeConfig
+from hqseg_ray.config import ServeConfig, TrackingConfig
 from hqseg_ray.serve import inputs
 from hqseg_ray.serve.cache import BoundedCache
 from hqseg_ray.serve.errors import ClientError, NotFound, status_of
-from hqseg_ray.serve.schemas import ImageIn, ImageOut, OneShotRequest, SegmentOut, SegmentRequest, to_prompts
+from hqseg_ray.serve.schemas import (ImageIn, ImageOut, OneShotRequest, SegmentOut, SegmentRequest, VideoIn,
+                                     VideoPromptsIn, to_prompts)
+from hqseg_ray.serve.sessions import SessionStore
 from hqseg_ray.serve.uris import read_uri
 
 logger = logging.getLogger(__name__)
@@ -66,6 +69,15 @@ _UPLOAD_BODY = {"requestBody": {"required": True, "content": {
     "image/*": {"schema": {"type": "string", "format": "binary"}}}}}
 
 
+def _video_body(image_body: dict) -> dict:
+    content = image_body["requestBody"]["content"]
+    return {"requestBody": {"required": True, "content": {
+        "multipart/form-data": {"schema": {"type": "object", "properties": {
+            "video": {"type": "string", "format": "binary"}, "uri": {"type": "string"}}}},
+        "application/json": {"schema": VideoIn.model_json_schema()},
+        "video/*": content["image/*"]}}}
+
+
 class ImageEntry:
     """A cached image: its embeddings and the low-res logits of its latest masks."""
 
@@ -96,16 +108,16 @@ def _new_id(prefix: str) -> str:
 @serve.deployment(name="HQSegAPI", max_ongoing_requests=64)
 @serve.ingress(app)
 class HQSegAPI:
-    def __init__(self, engine, serve_config: dict, tracker_config: Optional[dict] = None) -> None:
+    def __init__(self, engine, serve_config: dict, tracking_config: Optional[dict] = None) -> None:
         from ray.serve import metrics
 
         self.engine = engine
         self.cfg = ServeConfig.model_validate(serve_config or {})
         os.environ[_LIMIT_ENV] = str(self.cfg.max_upload_bytes)
         self.images: BoundedCache[ImageEntry] = BoundedCache(self.cfg.cache_max_bytes, self.cfg.cache_ttl_s)
-        self.tracker_config = tracker_config or {}
+        self.tracking = TrackingConfig.model_validate(tracking_config or {})
         self._info: Optional[dict] = None
-        self.sessions = None  # created on first use (needs hqseg_ray.video and hqseg_ray.track)
+        self._sessions: Optional[SessionStore] = None
         self.m_requests = metrics.Counter("hqseg_requests", description="HTTP requests by route and status.",
                                           tag_keys=("route", "status"))
         self.m_latency = metrics.Histogram(
@@ -137,30 +149,44 @@ class HQSegAPI:
         engine_stats = await self.engine.stats.remote()
         return {"images": {"count": len(self.images), "bytes": self.images.nbytes,
                            "max_bytes": self.images.max_bytes, **self.images.stats},
-                "sessions": self.sessions.stats() if self.sessions is not None else {"count": 0},
+                "sessions": self._sessions.stats() if self._sessions is not None else {"count": 0},
                 "engine": engine_stats}
 
     # -- images -------------------------------------------------------------------------------
-    async def _image_from_request(self, request: Request) -> np.ndarray:
+    async def _upload(self, request: Request, field: str, model) -> tuple[bytes, str]:
+        """The bytes of an upload (multipart file, raw body, JSON base64 or an allowed URI) and a
+        file name hint."""
         ctype = request.headers.get("content-type", "").lower()
         body = await request.body()
         if ctype.startswith("multipart/form-data"):
             fields = inputs.parse_multipart(body, request.headers["content-type"])
-            if "image" in fields:
-                return await self._decode(fields["image"][1])
+            if field in fields:
+                return fields[field][1], fields[field][0] or ""
             if "uri" in fields:
-                return await self._image_from_uri(fields["uri"][1].decode("utf-8", "replace").strip())
-            raise ClientError(f"multipart body needs an 'image' file or a 'uri' field; got {sorted(fields)}")
+                return await self._read_uri(fields["uri"][1].decode("utf-8", "replace").strip())
+            raise ClientError(f"multipart body needs an {field!r} file or a 'uri' field; got {sorted(fields)}")
         if ctype.startswith("application/json"):
             try:
-                payload = ImageIn.model_validate_json(body)
+                payload = model.model_validate_json(body).model_dump()
             except ValueError as exc:
                 raise ClientError(f"invalid JSON body: {exc}") from None
-            return await self._image_from_json(payload.image, payload.uri)
-        if ctype.startswith(("image/", "application/octet-stream")):
-            return await self._decode(body)
+            if (payload.get(field) is None) == (payload.get("uri") is None):
+                raise ClientError(f"give exactly one of {field!r} (base64) or 'uri'")
+            if payload.get("uri") is not None:
+                return await self._read_uri(payload["uri"])
+            return inputs.decode_base64(payload[field], field), ""
+        if ctype.startswith((f"{field}/", "application/octet-stream")):
+            return body, ""
         raise ClientError(f"unsupported Content-Type {ctype!r}: send multipart/form-data, application/json "
-                          "or the image bytes (image/png, image/jpeg, ...)")
+                          f"or the {field} bytes ({field}/...)")
+
+    async def _read_uri(self, uri: str) -> tuple[bytes, str]:
+        data = await asyncio.to_thread(read_uri, uri, self.cfg.allowed_uri_prefixes, self.cfg.max_upload_bytes)
+        return data, uri.rsplit("/", 1)[-1]
+
+    async def _image_from_request(self, request: Request) -> np.ndarray:
+        data, _ = await self._upload(request, "image", ImageIn)
+        return await self._decode(data)
 
     async def _image_from_json(self, image: Optional[str], uri: Optional[str]) -> np.ndarray:
         if (image is None) == (uri is None):
@@ -170,8 +196,7 @@ class HQSegAPI:
         return await self._image_from_uri(uri)
 
     async def _image_from_uri(self, uri: str) -> np.ndarray:
-        data = await asyncio.to_thread(read_uri, uri, self.cfg.allowed_uri_prefixes, self.cfg.max_upload_bytes)
-        return await self._decode(data)
+        return await self._decode((await self._read_uri(uri))[0])
 
     async def _decode(self, data: bytes) -> np.ndarray:
         return await asyncio.to_thread(inputs.decode_image, data, self.cfg.max_image_pixels)
@@ -251,3 +276,65 @@ class HQSegAPI:
         self._observe("segment_once", 200, t0)
         return SegmentOut(width=entry.width, height=entry.height, masks=masks,
                           model=(await self.engine_info())["label"])
+
+    # -- video sessions -----------------------------------------------------------------------
+    async def sessions(self) -> SessionStore:
+        if self._sessions is None:
+            self._sessions = SessionStore(self.cfg, (await self.engine_info())["image_size"])
+        return self._sessions
+
+    @app.post("/v1/videos", openapi_extra=_video_body(_UPLOAD_BODY),
+              summary="Open a video session from an upload or an allowed URI")
+    async def add_video(self, request: Request) -> dict:
+        data, name = await self._upload(request, "video", VideoIn)
+        store = await self.sessions()
+        suffix = os.path.splitext(name)[1] if name else ".mp4"
+        sess = await asyncio.to_thread(store.create, data, suffix)
+        return {"session_id": sess.session_id, "frames": len(sess.frame_indices), "fps": float(sess.info.fps),
+                "width": int(sess.info.width), "height": int(sess.info.height)}
+
+    @app.get("/v1/videos/{session_id}", summary="A session's size, prompts and propagation state")
+    async def get_video(self, session_id: str) -> dict:
+        return (await self.sessions()).get(session_id).describe()
+
+    @app.post("/v1/videos/{session_id}/prompts",
+              summary="Add prompts on any frame; one for an (object, frame) already prompted replaces it")
+    async def add_video_prompts(self, session_id: str, body: VideoPromptsIn) -> dict:
+        store = await self.sessions()
+        sess = store.get(session_id)
+        store.add_prompts(sess, body.prompts)
+        return {"session_id": session_id, "prompts": len(sess.prompts)}
+
+    @app.post("/v1/videos/{session_id}/propagate", response_class=StreamingResponse,
+              summary="Track the prompted objects through the video: NDJSON, one line per frame")
+    async def propagate(self, session_id: str) -> StreamingResponse:
+        store = await self.sessions()
+        sess = store.get(session_id)
+        stream = store.propagate(sess, self.engine, self.tracking)
+        try:
+            first = await stream.__anext__()  # bad state raises here, before the 200 is sent
+        except StopAsyncIteration:
+            first = None
+
+        async def lines():
+            if first is None:
+                return
+            yield json.dumps(first) + "\n"
+            try:
+                async for frame in stream:
+                    yield json.dumps(frame) + "\n"
+            except Exception as exc:  # the status is already sent: report in the stream
+                logger.warning("session %s: propagation failed: %s", session_id, exc)
+                yield json.dumps({"error": str(getattr(exc, "cause", None) or exc)}) + "\n"
+
+        return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+    @app.get("/v1/videos/{session_id}/frames/{frame}/masks", summary="One frame's masks from the last propagation")
+    async def frame_masks(self, session_id: str, frame: int) -> dict:
+        store = await self.sessions()
+        return store.frame_masks(store.get(session_id), frame)
+
+    @app.delete("/v1/videos/{session_id}", summary="Close a session and free its memory")
+    async def delete_video(self, session_id: str) -> dict:
+        (await self.sessions()).delete(session_id)
+        return {"deleted": session_id}

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from hqseg_ray.config import ModelConfig, ServeConfig, load_yaml, validate_config_dict
+from hqseg_ray.config import ModelConfig, ServeConfig, TrackingConfig, load_yaml, validate_config_dict
 
 OPTION_KEYS = {"num_replicas", "max_ongoing_requests", "max_queued_requests", "autoscaling_config",
                "ray_actor_options", "user_config", "health_check_period_s", "health_check_timeout_s",
@@ -75,6 +75,7 @@ def build_app(args: Optional[dict] = None, deployment_overrides: Optional[list[d
     engine = SegEngineDeployment.options(**{**eng_opts, **overrides.get("SegEngineDeployment", {})}).bind(
         model.model_dump(), cfg.batch_wait_timeout_s)
     api_opts: dict[str, Any] = {"num_replicas": 1, "max_ongoing_requests": cfg.api_max_ongoing_requests}
+    tracking = TrackingConfig.model_validate({k: data[k] for k in ("tracker", "auto", "stitch") if data.get(k)})
     api = HQSegAPI.options(**{**api_opts, **overrides.get("HQSegAPI", {})}).bind(
-        engine, cfg.model_dump(), data.get("tracker") or {})
+        engine, cfg.model_dump(), tracking.model_dump())
     return api

@@ -130,14 +130,19 @@ class SegEngineDeployment:
         return out  # type: ignore[return-value]
 
     # ---------------------------------------------------------------------------------------
-    async def track_chunk(self, frames, frame_indices, chunk_prompts, tracker_config, carry_in=None):
-        """``hqseg_ray.track.track_chunk`` on this replica's engine (bulk jobs and video sessions)."""
+    async def track_chunk(self, frames, frame_indices, chunk_prompts, tracking_config=None, carry_in=None,
+                          **kwargs):
+        """``hqseg_ray.track.track_chunk(engine, ...)`` on this replica's engine, same arguments
+        (``chunk_index``, ``video_id``, ``overlap_next``, ``original_size`` as keywords). Bulk jobs
+        (``segment.backend: serve``) and video sessions both come here."""
+        from functools import partial
+
         from hqseg_ray.track import track_chunk
 
         self.counts["track_chunks"] += 1
         t0 = time.perf_counter()
-        result = await self._run(track_chunk, self.engine, frames, frame_indices, chunk_prompts,
-                                 tracker_config, carry_in)
+        result = await self._run(partial(track_chunk, self.engine, frames, frame_indices, chunk_prompts,
+                                         tracking_config, carry_in, **kwargs))
         self._metrics.observe("track_chunk", time.perf_counter() - t0)
         return result
 

@@ -30,3 +30,7 @@ class Busy(ClientError):
 def status_of(exc: BaseException) -> int:
     """HTTP status for an exception raised while serving a request (400 for plain ValueError)."""
     return getattr(exc, "status", 400)
+
+
+class Conflict(ClientError):
+    status = 409

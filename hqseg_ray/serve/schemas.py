@@ -12,7 +12,7 @@ from typing import Callable, Optional, Union
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from hqseg_ray.prompts import Prompt, check_prompts
+from hqseg_ray.prompts import Prompt, PromptSpec, check_prompts
 from hqseg_ray.serve.errors import ClientError
 
 
@@ -50,6 +50,17 @@ class ImageIn(_Body):
 class OneShotRequest(SegmentRequest):
     image: Optional[str] = Field(None, description="base64 PNG/JPEG/WebP bytes (a data: URL is fine)")
     uri: Optional[str] = Field(None, description="an allowed URI (serve.allowed_uri_prefixes)")
+
+
+class VideoIn(_Body):
+    video: Optional[str] = Field(None, description="base64 video file bytes (MP4, WebM, ...)")
+    uri: Optional[str] = Field(None, description="an allowed URI (serve.allowed_uri_prefixes)")
+
+
+class VideoPromptsIn(_Body):
+    prompts: list[PromptSpec] = Field(
+        ..., min_length=1, description="prompts with frame and object_id; a prompt for an (object, frame) "
+        "already prompted replaces it (corrections)")
 
 
 class ImageOut(BaseModel):

@@ -92,7 +92,7 @@ def server(model_config, allowed_dir, tmp_path_factory):
     port = free_port()
     # a private local cluster: other tests and jobs on this machine may run their own Ray, and
     # ray.init() would join theirs; its own temp dir keeps theirs from joining ours
-    ray.init(address="local", num_cpus=2, include_dashboard=False,
+    ray.init(address="local", num_cpus=4, include_dashboard=False,  # logical: room for a bulk job
              _temp_dir=f"/tmp/hqs{os.getpid()}",
              runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
     try:
