@@ -413,7 +413,9 @@ class ComputeConfig(_Strict):
         "e.g. A100 or H200), so a mixed cluster keeps the model on the hardware it was sized for.")
     torch_threads: Optional[int] = Field(
         None, ge=1, description="torch.set_num_threads in each segment actor (CPU runs); default: torch's choice.")
-    decode_cpus: float = Field(1.0, gt=0.0, description="CPUs per decode task.")
+    decode_cpus: float = Field(
+        0.5, gt=0.0, description="CPUs per decode task (PyAV decodes with its own threads; 0.5 lets a 2-core "
+        "laptop run a decode task beside a segment actor).")
     max_tasks_in_flight_per_actor: int = Field(
         1, ge=1, description="Chunks queued per segment actor. 1 keeps chunk order strict, which the relay "
         "needs to never wait on a chunk queued behind itself.")

@@ -91,7 +91,8 @@ def write_video_parquet(frame_results: Iterable[Any], out_dir: Union[str, os.Pat
     """
     path = video_parquet_path(out_dir, video_id)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    # a leading dot: dataset readers (pyarrow, Ray, Spark) skip it if a killed writer leaves it behind
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex[:8]}")
     schema = MASKS_SCHEMA.with_metadata({"hqseg.schema_version": SCHEMA_VERSION, "hqseg.video_id": video_id,
                                          "hqseg.meta": json.dumps(meta or {}, sort_keys=True)})
     pts = _pts_lookup(pts_times)

@@ -32,10 +32,18 @@ def start_ray(address: str | None, config) -> bool:
         ray.init(address=address, log_to_driver=True)
         return False
     ray.init(address="local", include_dashboard=False, log_to_driver=True)
-    gpus = ray.cluster_resources().get("GPU", 0)
-    if gpus == 0 and config.compute.gpus_per_actor > 0:
+    from hqseg_ray.pipeline.build import min_cpus_needed
+
+    resources = ray.cluster_resources()
+    if resources.get("GPU", 0) == 0 and config.compute.gpus_per_actor > 0:
         logger.warning("no GPUs on this machine: segment actors run on the CPU (compute.gpus_per_actor set to 0)")
         config.compute.gpus_per_actor = 0
+    need, have = min_cpus_needed(config), resources.get("CPU", 0)
+    if need > have:
+        ray.shutdown()
+        raise ValueError(f"this machine has {have:g} CPUs but the job needs {need:g} (compute.segment_actors_min x "
+                         "compute.cpus_per_actor + compute.decode_cpus + 0.2): lower compute.cpus_per_actor or "
+                         "compute.segment_actors_min")
     return True
 
 

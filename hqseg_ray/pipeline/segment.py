@@ -30,6 +30,15 @@ def _node_id() -> str:
         return socket.gethostname()
 
 
+def _gpu_ids() -> str:
+    try:
+        import ray
+
+        return ",".join(str(g) for g in ray.get_gpu_ids()) or "-"
+    except Exception:  # noqa: BLE001
+        return "-"
+
+
 class SegmentStage:
     """Ray Data callable class (``map_batches``, actor pool): frames of a chunk in, RLE tracks out.
 
@@ -58,7 +67,7 @@ class SegmentStage:
         self.engine = engine
         relay_on = self.config.stitch.mechanism == "relay"
         self.relay = RelayClient(job_id if relay_on else None, self.config.compute.relay_timeout_s)
-        self.worker = f"{_node_id()}:{os.getpid()}:{self.engine.device}"
+        self.worker = f"{_node_id()}:{os.getpid()}:{self.engine.device}:gpu{_gpu_ids()}"
         logger.info("segment actor %s ready with model %s", self.worker, self.engine.label)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:

@@ -48,6 +48,6 @@ def job_config(manifest, out, ckpt, **compute):
         "model": {"type": "toy", "checkpoint": ckpt, "device": "cpu"},
         "input": {"manifest": manifest},
         "chunking": {"chunk_frames": 8, "overlap": 2},
-        "compute": {"gpus_per_actor": 0, "cpus_per_actor": 0.5, "torch_threads": 1, **compute},
+        "compute": {"gpus_per_actor": 0, "cpus_per_actor": 0.5, "decode_cpus": 0.5, "torch_threads": 1, **compute},
         "output": {"path": str(out)},
     })
