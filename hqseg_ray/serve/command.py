@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import time
 
 logger = logging.getLogger(__name__)
+
+
+def _stop(signum, frame):
+    raise KeyboardInterrupt
 
 
 class ServeCommand:
@@ -47,7 +52,9 @@ class ServeCommand:
         from hqseg_ray.serve.app import build_app
 
         built = [(name, prefix, build_app(a, deps)) for name, prefix, a, deps in apps]
-        ray.init(address=args.address, ignore_reinit_error=True)
+        signal.signal(signal.SIGTERM, _stop)  # docker stop / kubectl delete: shut down like Ctrl-C
+        # "local": a new embedded Ray even when another local cluster is running (ray.init() would join it)
+        ray.init(address=args.address or "local", include_dashboard=bool(args.address) or None)
         serve.start(http_options={"host": host, "port": port})
         try:
             for name, prefix, application in built:

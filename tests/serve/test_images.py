@@ -115,3 +115,15 @@ def test_upload_as_json_raw_and_uri(client, allowed_dir):
     r3 = client.post("/v1/images", json={"uri": f"file://{allowed_dir}/inside.png"})
     for r in (r1, r2, r3):
         assert r.status_code == 200, r.text
+
+
+def test_short_load_test_has_no_5xx(server):
+    """CI version of the load test (the full one is in docs/benchmarks.md): 8 clients x 3 s."""
+    import asyncio
+
+    from hqseg_ray.serve.loadtest import run_load
+
+    report = asyncio.run(run_load(server, clients=8, seconds=3.0, images=2, size=(120, 160)))
+    assert report["requests"] > 0 and report["5xx"] == 0 and not report["transport_errors"], report
+    assert report["status_counts"] == {"200": report["requests"]}
+    assert report["mean_decode_batch"] > 1.0  # 8 clients fill decoder batches
