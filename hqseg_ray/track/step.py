@@ -60,8 +60,8 @@ def reacquire_prompts(state: ObjectState, local_frame: int, cfg: TrackerConfig,
 
     Boxes of the object's typical size, enlarged by ``reacquire_margin`` (more the longer it is
     lost), centred along its path carried on by its last velocity (it may have stopped, slowed or
-    gone on: 0, 1/2, 1 and 3/2 of the extrapolated shift) and one typical size around the
-    extrapolated centre; each with the last good logits moved there as mask input. The tracker
+    gone on: 0, 1/2, 1 and 3/2 of the extrapolated shift) or, for a (nearly) still object, one
+    typical size around it; each with the last good logits moved there as mask input. The tracker
     keeps the best-scoring candidate that passes the re-acquisition checks. ``method: naive``
     re-prompts the last box only.
 
@@ -79,7 +79,8 @@ def reacquire_prompts(state: ObjectState, local_frame: int, cfg: TrackerConfig,
     bh = max(state.box[3] - state.box[1], side) * (1 + 2 * grow)
     c0 = (state.box[:2] + state.box[2:]) / 2
     shifts = [v * k * f for f in (0.0, 0.5, 1.0, 1.5)]
-    shifts += [v * k + np.array(d) * side for d in ((1, 0), (-1, 0), (0, 1), (0, -1))]
+    if float(np.hypot(*(v * k))) < side:  # (nearly) still: search around instead of along a path
+        shifts += [np.array(d, np.float64) * side for d in ((1, 0), (-1, 0), (0, 1), (0, -1))]
     out, seen = [], set()
     for d in shifts:
         c = c0 + d
