@@ -10,9 +10,9 @@ __all__ = ["MASKS_SCHEMA", "SCHEMA_VERSION", "export_all", "read_video_meta", "r
            "video_parquet_path", "write_video_parquet"]
 
 
-def export_all(output_dir: str, formats, video_ids=None) -> dict:
-    """Write the derived exports (coco, ytvis, davis, overlay) of a job's output; ``{format: path}``.
-    See ``hqseg_ray.export.formats``."""
-    from hqseg_ray.export.formats import make_writers, run_writers
+def __getattr__(name):  # the derived exports import more (PIL, video I/O): load them on use
+    if name == "export_all":
+        from hqseg_ray.export.formats import export_all
 
-    return run_writers(output_dir, make_writers(output_dir, list(formats)), video_ids)
+        return export_all
+    raise AttributeError(name)

@@ -93,3 +93,13 @@ def test_rewrite_replaces_atomically(tmp_path):
 def test_unsafe_video_id_is_refused(tmp_path, bad):
     with pytest.raises(ValueError, match="video_id"):
         write_video_parquet([], tmp_path, bad)
+
+
+def test_whole_output_reads_as_one_table(tmp_path):
+    import pyarrow.dataset as ds
+
+    for vid in ("a", "b"):
+        write_video_parquet(_results(3), tmp_path, vid)
+    t = pq.read_table(tmp_path / "masks", partitioning=None)  # as docs/formats.md says
+    assert sorted(set(t.column("video_id").to_pylist())) == ["a", "b"]
+    assert ds.dataset(tmp_path / "masks", format="parquet").count_rows() == t.num_rows

@@ -1,0 +1,152 @@
+"""Tracking benchmark on the standard synthetic set: tracker vs naive baseline, chunked vs not.
+
+    python -m hqseg_ray.track.bench [--videos 4] [--frames 48] [--size 320x240] [--out FILE.md]
+
+The standard set is what ``hqseg synth OUT`` writes by default (seed 0, 4 clips, 48 frames,
+320x240; objects move, rotate, scale, occlude one another, leave and re-enter, camera pan), built
+in memory. Every variant re-encodes its frames, so seconds per frame are end to end (encode +
+track + stitch) on this machine; ratios between rows come from one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from typing import Any, Optional
+
+import numpy as np
+
+from hqseg_ray.config import TrackingConfig
+from hqseg_ray.track.stitch import Stitcher
+from hqseg_ray.track.tracker import track_chunk
+
+STANDARD = {"seed": 0, "videos": 4, "frames": 48, "size": (240, 320)}
+
+
+def standard_set(seed: int = 0, videos: int = 4, frames: int = 48, size: tuple[int, int] = (240, 320)) -> list:
+    """The clips of ``hqseg synth --seed S --videos N --frames T --size WxH``, in memory."""
+    from hqseg_ray.synth import generate_video
+    from hqseg_ray.synth.dataset import video_seed
+
+    return [generate_video(video_seed(seed, i), frames=frames, size=size, video_id=f"synth_s{seed}_{i:03d}")
+            for i in range(videos)]
+
+
+def frame0_prompts(video) -> list[dict]:
+    """A box per object on frame 0 (the manifest ``hqseg synth`` writes)."""
+    return [{"object_id": o, "frame": 0, "box": video.box(0, o)} for o in video.objects]
+
+
+def keyframe_prompts(video, every: int = 16) -> list[dict]:
+    """Boxes on frames 0, every, 2*every, ... for each object visible there."""
+    from hqseg_ray.synth.dataset import keyframe_prompts as kp
+
+    return kp(video, every)
+
+
+def track_video(engine, video, prompts: list, config: Any = None, chunk: Optional[int] = None, overlap: int = 4,
+                embeddings=None) -> tuple[dict, dict]:
+    """Track one in-memory clip, chunked like the bulk job when ``chunk`` is set.
+
+    Returns ({frame: {object_id: [H, W] bool}}, stats with ``seconds``). ``embeddings`` (of all
+    frames) skips encoding (tests reuse them across variants).
+    """
+    from hqseg_ray.masks import rle_decode
+
+    cfg = config if isinstance(config, TrackingConfig) else TrackingConfig.model_validate(config or {})
+    n = len(video.frames)
+    chunk = chunk or n
+    starts = [0]
+    while starts[-1] + chunk < n:
+        starts.append(starts[-1] + chunk - overlap)
+    stitcher = Stitcher(cfg, video.video_id, reserved_ids=[p["object_id"] for p in prompts if p.get("object_id")])
+    pred: dict[int, dict[int, np.ndarray]] = {}
+    carry = None
+    t0 = time.perf_counter()
+    for k, s in enumerate(starts):
+        e = min(s + chunk, n)
+        emb = embeddings.select(range(s, e)) if embeddings is not None else None
+        nxt = starts[k + 1] if k + 1 < len(starts) else e
+        res = track_chunk(engine, video.frames[s:e], range(s, e), [p for p in prompts if s <= p["frame"] < e], cfg,
+                          carry_in=carry if cfg.stitch.mechanism == "relay" else None, chunk_index=k,
+                          video_id=video.video_id, overlap_next=e - nxt, embeddings=emb)
+        carry = res.carry_out
+        for fr in stitcher.push(res):
+            pred[fr.frame_index] = {o: rle_decode(r) for o, r in zip(fr.object_ids, fr.rles)}
+    for fr in stitcher.finish():
+        pred[fr.frame_index] = {o: rle_decode(r) for o, r in zip(fr.object_ids, fr.rles)}
+    return pred, {"seconds": time.perf_counter() - t0, "frames": n, **stitcher.stats}
+
+
+def score(pred: dict, video) -> dict:
+    """DAVIS J, F, J&F and identity switches of one clip (every frame scored)."""
+    from hqseg_ray.eval import evaluate_video
+
+    return evaluate_video(pred, {t: video.annotations[t] for t in range(len(video.frames))})
+
+
+VARIANTS = [
+    # name, tracker method, prompts, chunk, stitch mechanism
+    ("tracker, frame-0 box, unchunked", "flow", "frame0", None, "relay"),
+    ("naive baseline, frame-0 box, unchunked", "naive", "frame0", None, "relay"),
+    ("tracker, frame-0 box, chunk 16 / overlap 4, relay", "flow", "frame0", 16, "relay"),
+    ("tracker, frame-0 box, chunk 16 / overlap 4, auto_match", "flow", "frame0", 16, "auto_match"),
+    ("tracker, boxes every 16 frames, unchunked", "flow", "keyframes", None, "relay"),
+]
+
+
+def run(engine, videos: list, variants=VARIANTS) -> list[dict]:
+    rows = []
+    for name, method, prompts, chunk, mech in variants:
+        cfg = TrackingConfig.model_validate({"tracker": {"method": method}, "stitch": {"mechanism": mech}})
+        jf, j, f, ids, secs, frames = [], [], [], 0, 0.0, 0
+        for v in videos:
+            p = frame0_prompts(v) if prompts == "frame0" else keyframe_prompts(v)
+            pred, st = track_video(engine, v, p, cfg, chunk=chunk)
+            ev = score(pred, v)
+            jf.append(ev["JF"])
+            j.append(ev["J"])
+            f.append(ev["F"])
+            ids += ev["id_switches"]
+            secs += st["seconds"]
+            frames += st["frames"]
+        rows.append({"variant": name, "JF": float(np.mean(jf)), "J": float(np.mean(j)), "F": float(np.mean(f)),
+                     "id_switches": ids, "s_per_frame": secs / frames})
+    return rows
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m hqseg_ray.track.bench", description=__doc__.split("\n")[0])
+    p.add_argument("--videos", type=int, default=STANDARD["videos"])
+    p.add_argument("--frames", type=int, default=STANDARD["frames"])
+    p.add_argument("--size", default="320x240", help="WxH")
+    p.add_argument("--seed", type=int, default=STANDARD["seed"])
+    p.add_argument("--checkpoint", default="auto", help="toy checkpoint (default: the shipped one)")
+    args = p.parse_args(argv)
+    import torch
+
+    from hqseg_ray.config import ModelConfig
+    from hqseg_ray.model.engine import SegEngine
+
+    w, h = (int(x) for x in args.size.split("x"))
+    engine = SegEngine.load(ModelConfig(type="toy", checkpoint=args.checkpoint, device="cpu"))
+    videos = standard_set(args.seed, args.videos, args.frames, (h, w))
+    meta = engine.info.get("meta") or {}
+    rows = run(engine, videos)
+    out = sys.stdout
+    out.write(f"command: python -m hqseg_ray.track.bench {' '.join(argv if argv is not None else sys.argv[1:])}\n")
+    out.write(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads; "
+              f"model: {engine.label}, checkpoint step {meta.get('step')} ({meta.get('minutes')} min)\n")
+    out.write(f"set: {len(videos)} clips x {args.frames} frames, {w}x{h}, seed {args.seed}, "
+              f"{sum(len(v.objects) for v in videos)} objects\n\n")
+    out.write("| variant | J&F | J | F | ID switches | s/frame |\n|---|---|---|---|---|---|\n")
+    for r in rows:
+        out.write(f"| {r['variant']} | {r['JF']:.3f} | {r['J']:.3f} | {r['F']:.3f} | {r['id_switches']} | "
+                  f"{r['s_per_frame']:.3f} |\n")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
