@@ -1,0 +1,143 @@
+"""Job-level scenarios: the bulk job on a private local Ray cluster, timed and memory-sampled.
+
+For each job the benchmark records:
+
+* ``wall_s``: ``run_job`` from call to return (pipeline start-up and the segment actors' model
+  load included; ``ray.init`` is not). ``frames_per_s`` = unique labelled frames / ``wall_s``.
+* ``steady_frames_per_s``: frames of the videos finished after the first one, divided by the time
+  between the first and the last video's status row reaching the driver: throughput once the
+  pipeline is full, without start-up.
+* ``actor_s``: the segment actors' busy seconds (status table ``seconds``: encode + relay wait +
+  track per chunk), and ``relay_wait_s`` / ``stitch_s`` from the status table.
+* ``peak_rss`` / ``baseline_rss``: summed RSS of this process tree (driver, GCS, raylet, workers).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Optional
+
+from hqseg_ray.bench.system import Timer, TreeMemory
+
+logger = logging.getLogger(__name__)
+
+
+def start_ray(num_cpus: int, temp_root: Optional[str] = None) -> None:
+    """A private local Ray (never joins another cluster on this machine)."""
+    import ray
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(address="local", num_cpus=num_cpus, num_gpus=0, include_dashboard=False, log_to_driver=False,
+             _temp_dir=temp_root or f"/tmp/hqb{os.getpid()}")
+
+
+def stop_ray() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def job_config(manifest: str, out: str | Path, model: dict, actors: int = 1, torch_threads: int = 1,
+               chunk_frames: int = 64, overlap: int = 8, cpus_per_actor: float = 1.0, decode_cpus: float = 1.0):
+    from hqseg_ray.config import JobConfig
+
+    return JobConfig.model_validate({
+        "model": model,
+        "input": {"manifest": str(manifest)},
+        "chunking": {"chunk_frames": chunk_frames, "overlap": overlap},
+        "compute": {"segment_actors_min": actors, "segment_actors_max": actors, "gpus_per_actor": 0,
+                    "cpus_per_actor": cpus_per_actor, "decode_cpus": decode_cpus, "torch_threads": torch_threads},
+        "output": {"path": str(out), "overwrite": True},
+    })
+
+
+class _StatusTimes(logging.Handler):
+    """Arrival time of each video's status row at the driver (run_job logs one line per video)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.times: dict[str, float] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.msg.startswith("video %r") and record.args:
+            self.times[str(record.args[0])] = time.monotonic()
+
+
+def run_measured_job(config, label: str) -> dict:
+    """Run one job (Ray must be up) and return its timing, status-table and memory numbers."""
+    import pyarrow.parquet as pq
+
+    from hqseg_ray.pipeline.job import run_job
+
+    out = config.output.path
+    shutil.rmtree(out, ignore_errors=True)
+    job_logger = logging.getLogger("hqseg_ray.pipeline.job")
+    handler, old_level = _StatusTimes(), job_logger.level
+    job_logger.addHandler(handler)
+    job_logger.setLevel(logging.INFO)
+    t_start = time.monotonic()
+    try:
+        with TreeMemory() as mem, Timer() as t:
+            summary = run_job(config, progress=False)
+    finally:
+        job_logger.removeHandler(handler)
+        job_logger.setLevel(old_level)
+    rows = [r for r in pq.read_table(os.path.join(out, "videos.parquet")).to_pylist()]
+    failed = [f"{r['video_id']}: {r['error']}" for r in rows if r["status"] != "ok"]
+    if failed:
+        raise RuntimeError(f"bench job {label!r}: {len(failed)} video(s) failed: {failed[:3]}")
+    frames = {r["video_id"]: int(r["frames"] or 0) for r in rows}
+    order = sorted(handler.times.items(), key=lambda kv: kv[1])
+    steady = None
+    if len(order) >= 2 and order[-1][1] > order[0][1]:
+        steady = sum(frames.get(v, 0) for v, _ in order[1:]) / (order[-1][1] - order[0][1])
+    total = sum(frames.values())
+    actors = config.compute.segment_actors_max
+    relay = sum(float(r["relay_wait_s"] or 0) for r in rows)
+    stitch = sum(float(r["stitch_s"] or 0) for r in rows)
+    return {
+        "label": label, "videos": len(rows), "frames": total, "objects": int(sum(int(r["objects"] or 0) for r in rows)),
+        "actors": actors, "torch_threads": config.compute.torch_threads,
+        "wall_s": round(t.s, 3), "frames_per_s": total / t.s,
+        "first_video_done_s": round(order[0][1] - t_start, 3) if order else None,
+        "steady_frames_per_s": steady,
+        "actor_s": round(sum(float(r["seconds"] or 0) for r in rows), 3),
+        "encode_s": round(sum(float(r["encode_s"] or 0) for r in rows), 3),
+        "relay_wait_s": round(relay, 3), "stitch_s": round(stitch, 3),
+        "overhead_of_wall": (relay + stitch) / t.s,
+        "overhead_of_actor_time": (relay + stitch) / (t.s * actors),
+        "workers": sorted({w for r in rows for w in (r["workers"] or "").split(",") if w}),
+        "peak_rss_mib": round(mem.peak / 2**20, 1), "baseline_rss_mib": round(mem.baseline / 2**20, 1),
+        "rss_samples": mem.samples, "summary_wall_s": round(summary.wall_s, 3),
+    }
+
+
+def in_process_tracker(engine, manifest: str, config) -> dict:
+    """``segment_video`` (no Ray) over the manifest's videos with the job's tracking and chunking:
+    the same per-chunk work as the job's segment actors, in this process. Returns its time and the
+    engine's encode/decode counts (which fix the engine-only baseline's decoder work)."""
+    from hqseg_ray.bench.data import manifest_rows
+    from hqseg_ray.track import segment_video
+
+    before = dict(engine.stats)
+    stats_all = []
+    frames = 0
+    with Timer() as t:
+        for row in manifest_rows(manifest):
+            st: dict = {}
+            for _ in segment_video(row["video"], row["prompts"], engine, config.tracking(), chunking=config.chunking,
+                                   video_id=row["video_id"], stats=st):
+                frames += 1
+            stats_all.append(st)
+    d = {k: engine.stats[k] - before.get(k, 0) for k in engine.stats}
+    agg = {k: round(sum(s.get(k, 0.0) for s in stats_all), 3)
+           for k in ("read_s", "track_s", "stitch_s", "encode_s", "decode_s", "flow_s")}
+    return {"frames": frames, "seconds": round(t.s, 3), "frames_per_s": frames / t.s,
+            "encoded_frames": d["encoded_frames"], "decoded_prompts": d["decoded_prompts"],
+            "prompts_per_frame": d["decoded_prompts"] / max(frames, 1),
+            "encodes_per_frame": d["encoded_frames"] / max(frames, 1), **agg}

@@ -1,0 +1,180 @@
+"""The machine a benchmark ran on, and peak memory of a process tree.
+
+``machine_info()`` names what a reader needs to compare numbers: CPU model, cores, RAM, load,
+versions. ``TreeMemory`` samples the summed RSS of this process and all its descendants (the
+driver, Ray's GCS/raylet and every Ray worker when Ray was started by this process) in a
+background thread and keeps the peak.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import threading
+import time
+from typing import Optional
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def _ram_gib() -> Optional[float]:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return round(int(line.split()[1]) / (1 << 20), 1)
+    except OSError:
+        pass
+    return None
+
+
+def cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def machine_info() -> dict:
+    """CPU model, cores, RAM, load average, accelerator, and torch/ray/python versions."""
+    import torch
+
+    try:
+        import ray
+
+        ray_version = ray.__version__
+    except ImportError:  # pragma: no cover
+        ray_version = None
+    flags = _cpu_flags()
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (None, None, None)
+    return {
+        "cpu": _cpu_model(),
+        "cores": cpu_count(),
+        "ram_gib": _ram_gib(),
+        "amx_bf16": "amx_bf16" in flags,
+        "avx512_bf16": "avx512_bf16" in flags,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "load_avg_1m_at_start": round(load[0], 2) if load[0] is not None else None,
+        "torch": torch.__version__,
+        "ray": ray_version,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+    }
+
+
+def load_avg() -> Optional[float]:
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+
+
+def _tree_rss_psutil(root: int) -> int:
+    import psutil
+
+    try:
+        proc = psutil.Process(root)
+        procs = [proc] + proc.children(recursive=True)
+    except psutil.Error:
+        return 0
+    total = 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:  # exited between listing and reading
+            pass
+    return total
+
+
+def _tree_rss_proc(root: int) -> int:
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    page = os.sysconf("SC_PAGE_SIZE")
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                stat = f.read()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{name}/statm") as f:
+                rss[int(name)] = int(f.read().split()[1]) * page
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(name))
+    total, stack = 0, [root]
+    while stack:
+        pid = stack.pop()
+        total += rss.get(pid, 0)
+        stack.extend(children.get(pid, []))
+    return total
+
+
+def tree_rss(root: Optional[int] = None) -> int:
+    """Summed RSS (bytes) of process ``root`` (default: this one) and all its descendants.
+
+    Shared pages (Ray's object store is shared memory) count once per process that maps them,
+    so this is an upper bound of the tree's footprint, the same way for every run compared."""
+    root = os.getpid() if root is None else root
+    try:
+        return _tree_rss_psutil(root)
+    except ImportError:
+        return _tree_rss_proc(root)
+
+
+class TreeMemory:
+    """Context manager: samples ``tree_rss()`` every ``interval_s`` and keeps the peak (bytes)."""
+
+    def __init__(self, interval_s: float = 0.25):
+        self.interval_s = interval_s
+        self.baseline = 0
+        self.peak = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, tree_rss())
+            self.samples += 1
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> "TreeMemory":
+        self.baseline = tree_rss()
+        self.peak = self.baseline
+        self._thread = threading.Thread(target=self._run, name="bench-rss", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.peak = max(self.peak, tree_rss())
+
+
+class Timer:
+    """``with Timer() as t: ...; t.s`` -> elapsed seconds (perf_counter)."""
+
+    def __enter__(self) -> "Timer":
+        self.t0 = time.perf_counter()
+        self.s = 0.0
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.s = time.perf_counter() - self.t0
