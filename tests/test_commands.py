@@ -54,3 +54,12 @@ def test_validate_checks_manifest_rows_and_videos(tmp_path, capsys):
     good.write_text(f"model: {{type: toy}}\ninput: {{manifest: {manifest}}}\n")
     assert main(["validate", str(good)]) == 0
     assert "1 video(s) checked" in capsys.readouterr().out
+
+
+def test_builtin_demo_config_equals_configs_file():
+    """`hqseg demo` from a wheel (no configs/ folder) runs the same job as configs/label-demo.yaml."""
+    import yaml
+
+    from hqseg_ray.pipeline.cli import demo_config_dict
+
+    assert demo_config_dict([]) == yaml.safe_load((ROOT / "configs" / "label-demo.yaml").read_text())

@@ -10,7 +10,13 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "label-demo.yaml"
+def demo_config_path() -> Path | None:
+    """configs/label-demo.yaml of a source checkout (next to the package, or in the working folder)."""
+    for root in (Path(__file__).resolve().parents[2], Path.cwd()):
+        path = root / "configs" / "label-demo.yaml"
+        if path.is_file():
+            return path
+    return None
 
 
 def _add_ray_args(p: argparse.ArgumentParser) -> None:
@@ -100,15 +106,18 @@ class DemoCommand:
         manifest = write_dataset(root / "data", videos=args.videos, frames=args.frames, seed=args.seed)
         print(f"demo: wrote {args.videos} synthetic videos with box prompts on frame 0 to {root / 'data'}")
         overrides = [f"input.manifest={manifest}", f"output.path={root / 'out'}"]
-        data = load_yaml(DEMO_CONFIG, overrides) if DEMO_CONFIG.is_file() else demo_config_dict(overrides)
+        config_path = demo_config_path()
+        data = load_yaml(config_path, overrides) if config_path else demo_config_dict(overrides)
         problems = validate_config_dict(data)
         if problems:
             raise ValueError("demo config: " + "; ".join(problems))
         config = JobConfig.model_validate(data)
         rc = run_label(config, args.address, not args.no_progress)
         out = root / "out"
-        print(f"demo: overlays (MP4) under {out / 'overlay'}; rerun with:\n"
-              f"  hqseg label {DEMO_CONFIG if DEMO_CONFIG.is_file() else '<config>'} " + " ".join(f"--set {o}" for o in overrides))
+        print(f"demo: overlay videos and PNG previews: {out / 'overlay'}/<video_id>.mp4|.png")
+        print(f"demo: ground truth (DAVIS layout) to score with `hqseg eval`: {root / 'data'}")
+        if config_path:
+            print(f"demo: the same job again: hqseg label {config_path} " + " ".join(f"--set {o}" for o in overrides))
         return rc
 
 
