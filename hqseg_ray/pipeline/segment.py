@@ -67,6 +67,9 @@ class SegmentStage:
         self.engine = engine
         relay_on = self.config.stitch.mechanism == "relay"
         self.relay = RelayClient(job_id if relay_on else None, self.config.compute.relay_timeout_s)
+        from hqseg_ray.pipeline.metrics import JobMetrics
+
+        self.metrics = JobMetrics()
         self.worker = f"{_node_id()}:{os.getpid()}:{self.engine.device}:gpu{_gpu_ids()}"
         logger.info("segment actor %s ready with model %s", self.worker, self.engine.label)
 
@@ -92,6 +95,7 @@ class SegmentStage:
             self.relay.put(vid, k, FAILED)
             out["error"] = f"segment chunk {k}: {short_error(exc)}"
         out["seconds"] = time.perf_counter() - t0
+        self.metrics.chunk("segment", len(row["frame_indices"]), out["seconds"], out["relay_wait_s"])
         return out
 
     def _track(self, row: dict, vid: str, k: int):

@@ -59,6 +59,9 @@ class VideoWriter:
         self.job_id = job_id
         self.videos: dict[str, _VideoState] = {}
         self.done: set[str] = set()
+        from hqseg_ray.pipeline.metrics import JobMetrics
+
+        self.metrics = JobMetrics()
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
         out = []
@@ -130,6 +133,7 @@ class VideoWriter:
                       chunks=state.num_chunks if state else 0,
                       seconds=state.seconds if state else 0.0)
         logger.warning("video %r failed: %s", vid, error)
+        self.metrics.video("failed")
         return status
 
     def _finish_ok(self, vid: str, state: _VideoState) -> dict:
@@ -154,4 +158,6 @@ class VideoWriter:
             return self._finish_failed(vid, state.video, f"write: {exc.__class__.__name__}: {exc}")
         status["path"] = str(path)
         self._forget(vid)
+        self.metrics.scores(scores)
+        self.metrics.video("ok")
         return status

@@ -83,3 +83,18 @@ def test_rerun_skips_done_videos_without_duplicates(ray_local, job_inputs, small
     summary = run_job(config, progress=False)
     assert summary.skipped == 3 and summary.ok == 1 and summary.failed == 2
     assert strip(read_masks(tmp_path / "out")) == strip(first)
+
+
+def test_job_metrics_are_created_inside_ray(ray_local):
+    from hqseg_ray.pipeline.metrics import JobMetrics
+
+    @ray_local.remote
+    def use_metrics():
+        m = JobMetrics()
+        m.chunk("segment", 8, 1.5, 0.2)
+        m.scores([0.9, 0.4])
+        m.video("ok")
+        return sorted(m._metrics())
+
+    assert ray_local.get(use_metrics.remote()) == ["chunk_s", "frames", "relay_wait_s", "score", "videos"]
+    assert JobMetrics()._metrics() is not None  # the driver is connected too

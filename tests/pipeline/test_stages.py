@@ -85,3 +85,12 @@ def test_missing_columns_name_the_stage():
 def test_batch_round_trip():
     rows = [{"a": 1, "b": "x"}, {"a": 2, "b": "y"}]
     assert unbatch(rebatch(rows)) == rows
+
+
+def test_metrics_are_a_no_op_outside_ray():
+    from hqseg_ray.pipeline.metrics import JobMetrics
+
+    m = JobMetrics()
+    m.chunk("segment", 3, 0.1)
+    m.video("failed")
+    assert m._metrics() is None
