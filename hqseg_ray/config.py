@@ -129,8 +129,11 @@ class ServeConfig(_Strict):
     target_ongoing_requests: float = Field(
         4.0, gt=0, description="Autoscaling: ongoing requests per engine replica to aim for.")
     max_ongoing_requests: int = Field(
-        16, ge=1, description="Requests one engine replica takes at once; must be at least the decode "
-        "batch size (4) or batches can never fill.")
+        32, ge=1, description="Requests one engine replica takes at once; at least the decode batch size "
+        "(4) or batches never fill, and above the expected concurrency: requests past it wait in the "
+        "router, which retries with backoff (up to 0.5 s) and leaves the replica idle meanwhile "
+        "(measured: 16 gave 17 req/s and an engine busy 39% of the time under 32 clients, 64 gave "
+        "41 req/s, busy 96%).")
     batch_wait_timeout_s: float = Field(
         0.01, ge=0, le=5, description="How long a decoder batch waits for more requests before it runs "
         "short (adds at most this much latency to a lone click).")

@@ -79,16 +79,20 @@ def _video_body(image_body: dict) -> dict:
 
 
 class ImageEntry:
-    """A cached image: its embeddings and the low-res logits of its latest masks."""
+    """A cached image: its embeddings (in Ray's object store, put once: a click sends only the
+    reference) and the low-res logits of its latest masks."""
 
     def __init__(self, embeddings, height: int, width: int) -> None:
-        self.embeddings = embeddings
+        import ray
+
+        self.embeddings_nbytes = int(embeddings.nbytes)
+        self.embeddings = ray.put(embeddings)
         self.height, self.width = height, width
         self.logits: OrderedDict = OrderedDict()
 
     @property
     def nbytes(self) -> int:
-        return self.embeddings.nbytes + sum(v.nbytes for v in self.logits.values())
+        return self.embeddings_nbytes + sum(v.nbytes for v in self.logits.values())
 
     def remember(self, logits: np.ndarray) -> list[str]:
         ids = []
@@ -232,50 +236,51 @@ class HQSegAPI:
                            f"{self.cfg.cache_max_bytes} bytes); upload it again with POST /v1/images")
         return entry
 
-    async def _segment(self, entry: ImageEntry, req: SegmentRequest) -> list[dict]:
-        from hqseg_ray.serve.engine_deployment import DecodeRequest
+    async def _prompts(self, height: int, width: int, req: SegmentRequest, entry: Optional[ImageEntry] = None):
+        """Validate and convert a request's prompts (before any model work); every problem at once."""
+        from hqseg_ray.model.engine import preprocess_shape
 
         info = await self.engine_info()
-        ih_iw = entry.embeddings.input_sizes[0]
+        input_size = preprocess_shape(height, width, info["image_size"])
 
         def to_low_res(mask: np.ndarray) -> np.ndarray:
-            return inputs.mask_to_low_res_logits(mask, ih_iw, info["image_size"], tuple(info["low_res_size"]))
+            return inputs.mask_to_low_res_logits(mask, input_size, info["image_size"], tuple(info["low_res_size"]))
 
         def lookup(mask_id: str):
-            row = entry.logits.get(mask_id)
+            row = entry.logits.get(mask_id) if entry is not None else None
             return None if row is None else row.astype(np.float32)
 
-        prompts = to_prompts(req.prompts, (entry.height, entry.width), to_low_res, lookup,
-                             self.cfg.max_prompts, self.cfg.max_points)
-        result = await self.engine.decode.remote(
-            DecodeRequest(entry.embeddings, prompts, req.multimask, req.hq_token_only))
-        ids = entry.remember(result.low_res_logits)
-        return [{**m, "mask_id": i} for m, i in zip(result.masks, ids)]
+        return to_prompts(req.prompts, (height, width), to_low_res, lookup, self.cfg.max_prompts, self.cfg.max_points)
+
+    async def _decode_masks(self, embeddings, prompts, req: SegmentRequest):
+        from hqseg_ray.serve.engine_deployment import DecodeRequest
+
+        return await self.engine.decode.remote(DecodeRequest(embeddings, prompts, req.multimask, req.hq_token_only))
 
     @app.post("/v1/images/{image_id}/segment", response_model=SegmentOut,
               summary="Decoder-only segmentation of a cached image (batched across clients)")
     async def segment_image(self, image_id: str, req: SegmentRequest) -> SegmentOut:
         t0 = time.perf_counter()
         entry = self._entry(image_id)
-        masks = await self._segment(entry, req)
+        prompts = await self._prompts(entry.height, entry.width, req, entry)
+        result = await self._decode_masks(entry.embeddings, prompts, req)
+        ids = entry.remember(result.low_res_logits)
         if image_id in self.images:  # its mask logits grew
             self.images.resize(image_id, entry.nbytes)
         self._observe("segment", 200, t0)
-        return SegmentOut(image_id=image_id, width=entry.width, height=entry.height, masks=masks,
+        return SegmentOut(image_id=image_id, width=entry.width, height=entry.height,
+                          masks=[{**m, "mask_id": i} for m, i in zip(result.masks, ids)],
                           model=(await self.engine_info())["label"])
 
     @app.post("/v1/segment", response_model=SegmentOut, summary="One shot: image and prompts in one request")
     async def segment_once(self, req: OneShotRequest) -> SegmentOut:
         t0 = time.perf_counter()
         image = await self._image_from_json(req.image, req.uri)
-        emb = await self.engine.encode.remote(image)
-        entry = ImageEntry(emb, int(image.shape[0]), int(image.shape[1]))
-        masks = await self._segment(entry, req)
-        for m in masks:
-            m["mask_id"] = None  # one-shot images are not cached
+        height, width = int(image.shape[0]), int(image.shape[1])
+        prompts = await self._prompts(height, width, req)
+        result = await self._decode_masks(await self.engine.encode.remote(image), prompts, req)
         self._observe("segment_once", 200, t0)
-        return SegmentOut(width=entry.width, height=entry.height, masks=masks,
-                          model=(await self.engine_info())["label"])
+        return SegmentOut(width=width, height=height, masks=result.masks, model=(await self.engine_info())["label"])
 
     # -- video sessions -----------------------------------------------------------------------
     async def sessions(self) -> SessionStore:
@@ -289,7 +294,7 @@ class HQSegAPI:
         data, name = await self._upload(request, "video", VideoIn)
         store = await self.sessions()
         suffix = os.path.splitext(name)[1] if name else ".mp4"
-        sess = await asyncio.to_thread(store.create, data, suffix)
+        sess = await store.create(data, suffix)
         return {"session_id": sess.session_id, "frames": len(sess.frame_indices), "fps": float(sess.info.fps),
                 "width": int(sess.info.width), "height": int(sess.info.height)}
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import numpy as np
+import ray
 from ray import serve
 
 from hqseg_ray.config import ModelConfig
@@ -34,7 +35,7 @@ DECODE_BATCH = 4  # the issue's batch size; max_ongoing_requests must be >= this
 class DecodeRequest:
     """Prompts on one encoded image. ``prompts[i].frame`` must be 0."""
 
-    embeddings: Any  # FrameEmbeddings of one frame, on the CPU
+    embeddings: Any  # FrameEmbeddings of one frame on the CPU, or an ObjectRef to one
     prompts: list[Prompt]
     multimask: Optional[bool] = None
     hq_token_only: Optional[bool] = None
@@ -58,8 +59,10 @@ class SegEngineDeployment:
         # one worker: the model runs one call at a time; the event loop stays free for the
         # batcher and health checks
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segengine")
+        self._idle = asyncio.Event()  # set while no decoder batch computes (see ``decode``)
+        self._idle.set()
         self.decode_batched.set_batch_wait_timeout_s(batch_wait_timeout_s)
-        self.counts = {"encode_requests": 0, "decode_requests": 0, "decode_batches": 0,
+        self.counts = {"encode_requests": 0, "decode_requests": 0, "decode_batches": 0, "decode_seconds": 0.0,
                        "track_chunks": 0, "batch_sizes": {str(i): 0 for i in range(1, DECODE_BATCH + 1)}}
         self._metrics = _EngineMetrics()
         logger.info("SegEngineDeployment ready: %s on %s", self.engine.label, self.engine.device)
@@ -90,7 +93,14 @@ class SegEngineDeployment:
         return emb
 
     async def decode(self, request: DecodeRequest) -> DecodeResult:
-        """Decode one client's prompts; batched with other clients' (see ``decode_batched``)."""
+        """Decode one client's prompts; batched with other clients' (see ``decode_batched``).
+
+        Requests wait here while a batch computes, then enter the batcher together. Without this
+        gate ``serve.batch`` forms the next batch as soon as the previous one is *formed* (it then
+        waits for its turn), so under load batches stay as small as the handful of requests that
+        arrived within ``batch_wait_timeout_s`` (measured here: a mean of 2 with 32 clients).
+        """
+        await self._idle.wait()
         return await self.decode_batched(request)
 
     @serve.batch(max_batch_size=DECODE_BATCH, batch_wait_timeout_s=0.01)
@@ -101,7 +111,15 @@ class SegEngineDeployment:
         self.counts["batch_sizes"][str(n)] = self.counts["batch_sizes"].get(str(n), 0) + 1
         self._metrics.batch(n)
         t0 = time.perf_counter()
-        results = await self._run(self._decode_many, requests)
+        self._idle.clear()
+        try:
+            refs = [i for i, r in enumerate(requests) if isinstance(r.embeddings, ray.ObjectRef)]
+            for i, emb in zip(refs, await asyncio.gather(*(requests[i].embeddings for i in refs))):
+                requests[i].embeddings = emb
+            results = await self._run(self._decode_many, requests)
+        finally:
+            self._idle.set()
+        self.counts["decode_seconds"] += time.perf_counter() - t0
         self._metrics.observe("decode", time.perf_counter() - t0)
         for r in results:
             r.batch_size = n

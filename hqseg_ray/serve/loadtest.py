@@ -94,6 +94,10 @@ async def run_load(url: str, clients: int = 8, seconds: float = 3.0, images: int
         "5xx": sum(v for k, v in statuses.items() if k >= 500),
         "transport_errors": dict(errors),
         "mean_decode_batch": round(decoded / batches, 2) if batches else None,
+        "engine_busy": round((stats_after.get("decode_seconds", 0.0) - stats_before.get("decode_seconds", 0.0))
+                             / wall, 2) if wall else None,
+        "mean_batch_ms": round(1000 * (stats_after.get("decode_seconds", 0.0) - stats_before.get("decode_seconds", 0.0))
+                               / batches, 1) if batches else None,
         "machine": f"{platform.machine()} {platform.processor() or ''} {_cpus()} CPUs".strip(),
     }
 

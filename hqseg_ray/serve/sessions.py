@@ -92,14 +92,31 @@ class SessionStore:
         if self.cache.pop(session_id) is None:
             raise NotFound(f"video session {session_id!r} does not exist")
 
-    # -- create (blocking: run it in a thread) ----------------------------------------------------
-    def create(self, data: bytes, suffix: str = ".mp4") -> VideoSession:
-        """Video bytes -> a new session (probe, bound checks, decode every frame at model size)."""
-        from hqseg_ray.video import VideoError, probe_video, read_frames
+    # -- create ----------------------------------------------------------------------------------
+    async def create(self, data: bytes, suffix: str = ".mp4") -> VideoSession:
+        """Video bytes -> a new session: bound checks, then probe and decode in a worker thread
+        (the store itself is only touched on the event loop)."""
+        import asyncio
 
+        self._check_room(0)
+        sess = await asyncio.to_thread(self._decode, data, suffix)
+        self._check_room(sess.nbytes)
+        self.cache.put(sess.session_id, sess, sess.nbytes)
+        return sess
+
+    def _check_room(self, nbytes: int) -> None:
         if not self.cache.would_fit_count():
             raise Busy(f"{self.cfg.max_sessions} video sessions are open (serve.max_sessions); DELETE one "
                        "or wait for an idle one to close")
+        if nbytes and self.cache.nbytes + nbytes > self.cache.max_bytes:
+            raise Busy(f"video sessions hold {self.cache.nbytes} of {self.cache.max_bytes} bytes "
+                       f"(serve.session_max_bytes); this video needs {nbytes}; DELETE a session or wait for "
+                       "an idle one to close")
+
+    def _decode(self, data: bytes, suffix: str) -> VideoSession:
+        """Probe (frame count and size limits before decoding) and decode every frame at model size."""
+        from hqseg_ray.video import VideoError, probe_video, read_frames
+
         suffix = suffix if suffix and len(suffix) <= 8 and suffix[1:].isalnum() else ".mp4"
         fd, path = tempfile.mkstemp(prefix="hqseg-session-", suffix=suffix)
         try:
@@ -119,13 +136,7 @@ class SessionStore:
                 raise ClientError(f"not a readable video: {exc.reason}") from None
         finally:
             os.unlink(path)
-        if self.cache.nbytes + frames.nbytes > self.cache.max_bytes:
-            raise Busy(f"video sessions hold {self.cache.nbytes} of {self.cache.max_bytes} bytes "
-                       "(serve.session_max_bytes); this video needs "
-                       f"{frames.nbytes}; DELETE a session or wait for an idle one to close")
-        sess = VideoSession("vid_" + secrets.token_hex(8), info, frames, np.asarray(idx), np.asarray(times))
-        self.cache.put(sess.session_id, sess, sess.nbytes)
-        return sess
+        return VideoSession("vid_" + secrets.token_hex(8), info, frames, np.asarray(idx), np.asarray(times))
 
     # -- prompts ---------------------------------------------------------------------------------
     def add_prompts(self, sess: VideoSession, prompts: list) -> None:

@@ -80,9 +80,10 @@ def allowed_dir(tmp_path_factory):
     return d
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def server(model_config, allowed_dir, tmp_path_factory):
-    """Base URL of a running hqseg Serve application (torn down at the end of the session)."""
+    """Base URL of a running hqseg Serve application, shared by tests/serve/ and shut down after
+    its last test (so later test packages can start their own Ray in this process)."""
     import ray
     from ray import serve
 
