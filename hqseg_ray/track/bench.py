@@ -19,6 +19,7 @@ from typing import Any, Optional
 import numpy as np
 
 from hqseg_ray.config import TrackingConfig
+from hqseg_ray.synth.render import render
 from hqseg_ray.track.stitch import Stitcher
 from hqseg_ray.track.tracker import track_chunk
 
@@ -32,6 +33,54 @@ def standard_set(seed: int = 0, videos: int = 4, frames: int = 48, size: tuple[i
 
     return [generate_video(video_seed(seed, i), frames=frames, size=size, video_id=f"synth_s{seed}_{i:03d}")
             for i in range(videos)]
+
+
+def occlusion_clip(seed: int, frames: int = 32, size: tuple[int, int] = (120, 160)):
+    """A clip with one full occlusion: object 1 (a compact textured shape) crosses the view
+    horizontally and passes behind object 2 (a larger disc in the middle), fully hidden for a few
+    frames, then comes out on the other side. Returns a ``hqseg_ray.synth.Video``."""
+    from hqseg_ray.synth.generate import Video
+    from hqseg_ray.synth.render import Pose, finish, make_background, random_sprite
+
+    rng = np.random.default_rng([7, seed])
+    h, w = size
+    bg = make_background(rng, h, w)
+    target = random_sprite(rng, str(rng.choice(["ellipse", "polygon", "star", "blob"])), z=0)
+    target.aspect = max(target.aspect, 0.7)
+    occluder = random_sprite(rng, "ellipse", z=1)
+    occluder.aspect = 1.0
+    r_occ = 0.26 * min(h, w)
+    r_tgt = float(rng.uniform(0.35, 0.55)) * r_occ
+    cy = h / 2 + rng.uniform(-0.08, 0.08) * h
+    x0, x1 = r_tgt + 2, w - r_tgt - 2
+    if rng.random() < 0.5:
+        x0, x1 = x1, x0
+    angle0, omega = rng.uniform(0, 2 * np.pi), rng.uniform(-0.05, 0.05)
+    occ_pose = Pose(w / 2, h / 2, r_occ, 0.0)
+    out = np.zeros((frames, h, w, 3), np.uint8)
+    ann = np.zeros((frames, h, w), np.uint8)
+    for t in range(frames):
+        x = x0 + (x1 - x0) * t / (frames - 1)
+        img, idmap = render(bg, [target, occluder], [Pose(x, cy, r_tgt, angle0 + omega * t), occ_pose])
+        out[t] = finish(img, rng, blur=0.5, noise=2.0)
+        ann[t] = idmap
+    return Video(out, ann, {1: target.shape, 2: "ellipse"}, f"occlusion_{seed:03d}")
+
+
+def occlusion_events(video, object_id: int = 1, reappear_fraction: float = 0.25) -> tuple[list[int], list[int]]:
+    """(fully hidden frames, reappearance frames) of an object: a reappearance is the first frame
+    after a hidden stretch where its visible area reaches ``reappear_fraction`` of its median
+    visible area."""
+    areas = np.array([(a == object_id).sum() for a in video.annotations])
+    hidden = [int(t) for t in np.nonzero(areas == 0)[0]]
+    ref = float(np.median(areas[areas > 0])) if (areas > 0).any() else 0.0
+    back = []
+    for t in hidden:
+        if t + 1 < len(areas) and areas[t + 1] > 0:
+            after = [u for u in range(t + 1, len(areas)) if areas[u] >= reappear_fraction * ref]
+            if after:
+                back.append(after[0])
+    return hidden, back
 
 
 def frame0_prompts(video) -> list[dict]:
@@ -64,6 +113,7 @@ def track_video(engine, video, prompts: list, config: Any = None, chunk: Optiona
     stitcher = Stitcher(cfg, video.video_id, reserved_ids=[p["object_id"] for p in prompts if p.get("object_id")])
     pred: dict[int, dict[int, np.ndarray]] = {}
     carry = None
+    times = {"encode_s": 0.0, "decode_s": 0.0, "flow_s": 0.0, "discover_s": 0.0}
     t0 = time.perf_counter()
     for k, s in enumerate(starts):
         e = min(s + chunk, n)
@@ -73,11 +123,13 @@ def track_video(engine, video, prompts: list, config: Any = None, chunk: Optiona
                           carry_in=carry if cfg.stitch.mechanism == "relay" else None, chunk_index=k,
                           video_id=video.video_id, overlap_next=e - nxt, embeddings=emb)
         carry = res.carry_out
+        for key in ("encode_s", "decode_s", "flow_s", "discover_s"):
+            times[key] += res.stats.get(key, 0.0)
         for fr in stitcher.push(res):
             pred[fr.frame_index] = {o: rle_decode(r) for o, r in zip(fr.object_ids, fr.rles)}
     for fr in stitcher.finish():
         pred[fr.frame_index] = {o: rle_decode(r) for o, r in zip(fr.object_ids, fr.rles)}
-    return pred, {"seconds": time.perf_counter() - t0, "frames": n, **stitcher.stats}
+    return pred, {"seconds": time.perf_counter() - t0, "frames": n, "chunks": len(starts), **times, **stitcher.stats}
 
 
 def score(pred: dict, video) -> dict:
@@ -101,7 +153,7 @@ def run(engine, videos: list, variants=VARIANTS) -> list[dict]:
     rows = []
     for name, method, prompts, chunk, mech in variants:
         cfg = TrackingConfig.model_validate({"tracker": {"method": method}, "stitch": {"mechanism": mech}})
-        jf, j, f, ids, secs, frames = [], [], [], 0, 0.0, 0
+        jf, j, f, ids, secs, frames, enc = [], [], [], 0, 0.0, 0, 0.0
         for v in videos:
             p = frame0_prompts(v) if prompts == "frame0" else keyframe_prompts(v)
             pred, st = track_video(engine, v, p, cfg, chunk=chunk)
@@ -111,10 +163,31 @@ def run(engine, videos: list, variants=VARIANTS) -> list[dict]:
             f.append(ev["F"])
             ids += ev["id_switches"]
             secs += st["seconds"]
+            enc += st["encode_s"]
             frames += st["frames"]
         rows.append({"variant": name, "JF": float(np.mean(jf)), "J": float(np.mean(j)), "F": float(np.mean(f)),
-                     "id_switches": ids, "s_per_frame": secs / frames})
+                     "id_switches": ids, "s_per_frame": secs / frames, "encode_s_per_frame": enc / frames,
+                     "track_s_per_frame": (secs - enc) / frames})
     return rows
+
+
+def occlusion_report(engine, clips: int = 10, config: Any = None) -> dict:
+    """Counts over ``clips`` occlusion clips (see ``occlusion_clip``): hidden frames without a mask,
+    reappearances re-acquired (IoU >= 0.5) within 5 frames."""
+    from hqseg_ray.masks import mask_iou
+
+    c = {"silent": 0, "hidden": 0, "reacquired": 0, "events": 0}
+    for seed in range(clips):
+        v = occlusion_clip(seed)
+        pred, _ = track_video(engine, v, frame0_prompts(v), config)
+        hidden, back = occlusion_events(v)
+        c["hidden"] += len(hidden)
+        c["silent"] += sum(1 for t in hidden if 1 not in pred.get(t, {}))
+        for r in back:
+            c["events"] += 1
+            c["reacquired"] += any(1 in pred.get(t, {}) and mask_iou(pred[t][1], v.mask(t, 1)) >= 0.5
+                                   for t in range(r, min(r + 5, len(v.frames))))
+    return c
 
 
 def main(argv=None) -> int:
@@ -141,10 +214,14 @@ def main(argv=None) -> int:
               f"model: {engine.label}, checkpoint step {meta.get('step')} ({meta.get('minutes')} min)\n")
     out.write(f"set: {len(videos)} clips x {args.frames} frames, {w}x{h}, seed {args.seed}, "
               f"{sum(len(v.objects) for v in videos)} objects\n\n")
-    out.write("| variant | J&F | J | F | ID switches | s/frame |\n|---|---|---|---|---|---|\n")
+    out.write("| variant | J&F | J | F | ID switches | s/frame (all) | encode s/frame | track+stitch s/frame |\n"
+              "|---|---|---|---|---|---|---|---|\n")
     for r in rows:
         out.write(f"| {r['variant']} | {r['JF']:.3f} | {r['J']:.3f} | {r['F']:.3f} | {r['id_switches']} | "
-                  f"{r['s_per_frame']:.3f} |\n")
+                  f"{r['s_per_frame']:.3f} | {r['encode_s_per_frame']:.3f} | {r['track_s_per_frame']:.3f} |\n")
+    occ = occlusion_report(engine)
+    out.write(f"\nocclusion (10 clips, one full occlusion each): no mask on {occ['silent']}/{occ['hidden']} fully "
+              f"hidden frames; re-acquired within 5 frames in {occ['reacquired']}/{occ['events']} cases\n")
     return 0
 
 
