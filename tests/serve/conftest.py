@@ -90,6 +90,8 @@ def server(model_config, allowed_dir, tmp_path_factory):
     from hqseg_ray.serve.app import build_app
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if ray.is_initialized():  # an earlier test package left its cluster up: ours needs its own
+        ray.shutdown()
     port = free_port()
     # a private local cluster: other tests and jobs on this machine may run their own Ray, and
     # ray.init() would join theirs; its own temp dir keeps theirs from joining ours

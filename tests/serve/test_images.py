@@ -127,3 +127,23 @@ def test_short_load_test_has_no_5xx(server):
     assert report["requests"] > 0 and report["5xx"] == 0 and not report["transport_errors"], report
     assert report["status_counts"] == {"200": report["requests"]}
     assert report["mean_decode_batch"] > 1.0  # 8 clients fill decoder batches
+
+
+def test_prometheus_metrics_exported(client):
+    """The project's metrics reach Ray's Prometheus endpoint (prefixed ray_ by Ray)."""
+    import httpx
+    import ray
+
+    image_id = upload(client, scene(70))
+    assert client.post(f"/v1/images/{image_id}/segment", json={"prompts": [{"box": [0, 0, 50, 50]}]}).status_code == 200
+    port = ray._private.worker._global_node.metrics_export_port
+    want = {"ray_hqseg_requests_total", "ray_hqseg_request_seconds_count", "ray_hqseg_image_cache_lookups_total",
+            "ray_hqseg_decode_batch_size_count", "ray_hqseg_engine_seconds_count"}
+    names: set = set()
+    for _ in range(30):  # the metrics agent exports every few seconds
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        names = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line.startswith("ray_hqseg")}
+        if want <= names:
+            break
+        time.sleep(2)
+    assert want <= names, sorted(names)
