@@ -16,8 +16,8 @@ from typing import Any, Iterator, Optional, Sequence
 
 from hqseg_ray.config import ChunkingConfig
 from hqseg_ray.track.stitch import Stitcher
-from hqseg_ray.track.tracker import as_tracking_config, track_chunk
-from hqseg_ray.track.types import FrameResult
+from hqseg_ray.track.tracker import track_chunk
+from hqseg_ray.track.types import FrameResult, as_tracking_config
 
 logger = logging.getLogger(__name__)
 

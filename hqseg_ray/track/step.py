@@ -1,5 +1,6 @@
 """One propagation step of one object: build its prompt on frame t from its state at the
-neighbouring frame, and update the state from the decoded mask (occlusion / re-acquisition).
+neighbouring frame, and update the state from the decoded mask (occlusion / re-acquisition);
+and the choice among the predictions of one frame (re-acquisition candidates, exclusivity).
 
 Pure functions over :class:`~hqseg_ray.track.types.ObjectState`; the tracker batches the prompts
 of all objects of a frame into one decode call.
@@ -151,3 +152,54 @@ def visible_state(prev: Optional[ObjectState], template: ObjectState, frame_inde
 def occluded_state(prev: ObjectState, frame_index: int) -> ObjectState:
     """State after a frame without a good mask: the last good mask/box/logits are kept."""
     return replace(prev, frame_index=int(frame_index), lost=prev.lost + 1, seed_distance=prev.seed_distance + 1)
+
+
+def exclusive(jobs: list, masks: list[np.ndarray], scores, oks: list[bool], max_overlap: float) -> list[bool]:
+    """Reject propagated masks that are mostly another object's mask on the same frame.
+
+    Priority: seeds > visible tracks > re-acquisitions; ties go to the higher predicted IoU. A
+    mask loses when more than ``max_overlap`` of its pixels lie inside a mask of higher priority.
+    """
+    rank = [(2 if j.mode == "seed" else (1 if j.prev.lost == 0 else 0), float(scores[k])) for k, j in enumerate(jobs)]
+    boxes = [mask_to_box(m) if ok else None for m, ok in zip(masks, oks)]
+    out = list(oks)
+    for a, job in enumerate(jobs):
+        if not oks[a] or job.mode == "seed":
+            continue
+        area = masks[a].sum()
+        for b in range(len(jobs)):
+            if b == a or not oks[b] or rank[b] <= rank[a]:
+                continue
+            x1, y1 = max(boxes[a][0], boxes[b][0]), max(boxes[a][1], boxes[b][1])
+            x2, y2 = min(boxes[a][2], boxes[b][2]), min(boxes[a][3], boxes[b][3])
+            if x2 <= x1 or y2 <= y1:
+                continue
+            ys, xs = slice(int(y1), int(y2)), slice(int(x1), int(x2))
+            if np.logical_and(masks[a][ys, xs], masks[b][ys, xs]).sum() > max_overlap * area:
+                out[a] = False
+                break
+    return out
+
+
+def choose_candidates(jobs: list, owner: list[int], masks: list[np.ndarray], scores, oks: list[bool],
+                      max_overlap: float) -> list[int]:
+    """Index (into the flat decode) of the prediction each job keeps: its only one, or for a
+    re-acquisition the best-scoring acceptable candidate that is not mostly another object's
+    (non-re-acquisition) mask on this frame."""
+    firm = [i for i, k in enumerate(owner) if not jobs[k].candidates and oks[i]]
+    pick: list[Optional[int]] = [None] * len(jobs)
+    for i, k in enumerate(owner):
+        if not jobs[k].candidates:
+            pick[k] = i
+    for k, job in enumerate(jobs):
+        if not job.candidates:
+            continue
+        idx = sorted((i for i, o in enumerate(owner) if o == k), key=lambda i: -float(scores[i]))
+        pick[k] = idx[0]
+        for i in idx:
+            area = masks[i].sum()
+            if oks[i] and all(np.logical_and(masks[i], masks[f]).sum() <= max_overlap * area for f in firm):
+                pick[k] = i
+                break
+    return pick
+

@@ -25,13 +25,24 @@ from typing import Any, Iterable, Optional
 import numpy as np
 
 from hqseg_ray.masks import rle_iou
-from hqseg_ray.track.tracker import as_tracking_config
-from hqseg_ray.track.types import ChunkResult, FrameResult, TrackEntry
+from hqseg_ray.track.types import ChunkResult, FrameResult, TrackEntry, as_tracking_config
 
 logger = logging.getLogger(__name__)
 
 # frame index -> {object id: (entry, chunk index)}
 _Frames = dict[int, dict[int, tuple[TrackEntry, int]]]
+
+
+def mean_iou(pairs: Iterable[tuple[Optional[dict], Optional[dict]]]) -> Optional[float]:
+    """Mean mask IoU of two tracks over frames, given as (RLE or None, RLE or None) per frame:
+    frames where neither has a mask are skipped, frames where only one has count 0. None when
+    neither ever has a mask."""
+    vals = []
+    for a, b in pairs:
+        if a is None and b is None:
+            continue
+        vals.append(0.0 if a is None or b is None else float(rle_iou([a], [b])[0, 0]))
+    return float(np.mean(vals)) if vals else None
 
 
 class Stitcher:
@@ -100,21 +111,14 @@ class Stitcher:
         prev_objs = sorted({oid for _, f in overlap for oid in self.held[f]} - taken)
         if not overlap or not prev_objs:
             return {}
-        score = np.zeros((len(free), len(prev_objs)))
-        count = np.zeros_like(score)
-        for t, f in overlap:
-            for i, tid in enumerate(free):
-                e_new = res.entries[t].get(tid)
-                r_new = e_new.rle if e_new is not None else None
-                for j, oid in enumerate(prev_objs):
-                    e_old = self.held[f].get(oid)
-                    r_old = e_old[0].rle if e_old is not None else None
-                    if r_new is None and r_old is None:
-                        continue
-                    count[i, j] += 1
-                    if r_new is not None and r_old is not None:
-                        score[i, j] += float(rle_iou([r_new], [r_old])[0, 0])
-        mean = np.where(count > 0, score / np.maximum(count, 1), 0.0)
+        mean = np.zeros((len(free), len(prev_objs)))
+        for i, tid in enumerate(free):
+            for j, oid in enumerate(prev_objs):
+                pairs = []
+                for t, f in overlap:
+                    e_new, e_old = res.entries[t].get(tid), self.held[f].get(oid)
+                    pairs.append((e_new.rle if e_new is not None else None, e_old[0].rle if e_old is not None else None))
+                mean[i, j] = mean_iou(pairs) or 0.0
         out = {}
         for i, j in zip(*linear_sum_assignment(-mean)):
             if mean[i, j] >= self.cfg.stitch.match_iou:

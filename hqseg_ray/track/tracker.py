@@ -22,13 +22,14 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from hqseg_ray.config import TrackingConfig
-from hqseg_ray.masks import mask_to_box, rle_encode, rle_encode_many, rle_iou
+from hqseg_ray.config import TrackingConfig  # noqa: F401  (documented type of config)
+from hqseg_ray.masks import mask_to_box, rle_encode, rle_encode_many
 from hqseg_ray.track.motion import LowResGeometry, Motion, estimate_motions, to_gray
 from hqseg_ray.track.seeds import SeedPrompt, carried_states, normalize_prompts
-from hqseg_ray.track.step import (accept, occluded_state, propagation_prompt, reacquire_prompts, touches_border,
-                                  visible_state)
-from hqseg_ray.track.types import ChunkResult, ObjectState, TrackEntry, TrackInfo
+from hqseg_ray.track.step import (accept, choose_candidates, exclusive, occluded_state, propagation_prompt,
+                                  reacquire_prompts, touches_border, visible_state)
+from hqseg_ray.track.stitch import mean_iou
+from hqseg_ray.track.types import ChunkResult, ObjectState, TrackEntry, TrackInfo, as_tracking_config
 
 logger = logging.getLogger(__name__)
 
@@ -65,17 +66,6 @@ class _Job:
     pred_box: Optional[np.ndarray] = None
     seed_kind: str = "prompt"
     candidates: Optional[list] = None       # re-acquisition: several prompts, the best one wins
-
-
-def as_tracking_config(config: Any) -> TrackingConfig:
-    """A TrackingConfig from itself, a dict of its sections, or an object with tracker/auto/stitch."""
-    if isinstance(config, TrackingConfig):
-        return config
-    if config is None:
-        return TrackingConfig()
-    if isinstance(config, dict):
-        return TrackingConfig.model_validate(config)
-    return TrackingConfig(**{k: getattr(config, k) for k in ("tracker", "auto", "stitch") if hasattr(config, k)})
 
 
 def track_chunk(engine, frames, frame_indices: Sequence[int], chunk_prompts: Sequence[Any], config: Any = None,
@@ -414,14 +404,9 @@ class _ChunkRun:
         drop = set()
         for w in weak:
             for s in strong:
-                ious = []
-                for ent in self.entries:
-                    a, b = ent.get(w), ent.get(s)
-                    ra, rb = (a.rle if a else None), (b.rle if b else None)
-                    if ra is None and rb is None:
-                        continue
-                    ious.append(0.0 if ra is None or rb is None else float(rle_iou([ra], [rb])[0, 0]))
-                if ious and float(np.mean(ious)) >= self.cfg.auto.dedupe_iou:
+                iou = mean_iou((e.get(w).rle if w in e else None, e.get(s).rle if s in e else None)
+                               for e in self.entries)
+                if iou is not None and iou >= self.cfg.auto.dedupe_iou:
                     drop.add(w)
                     break
         for w in drop:
@@ -438,54 +423,3 @@ class _ChunkRun:
         self.stats["objects"] = len(self.tracks)
         return ChunkResult(video_id, self.chunk_index, list(self.fidx), overlap_next,
                            {tid: tr.info for tid, tr in self.tracks.items()}, self.entries, carry, dict(self.stats))
-
-
-def exclusive(jobs: list[_Job], masks: list[np.ndarray], scores, oks: list[bool], max_overlap: float) -> list[bool]:
-    """Reject propagated masks that are mostly another object's mask on the same frame.
-
-    Priority: seeds > visible tracks > re-acquisitions; ties go to the higher predicted IoU. A
-    mask loses when more than ``max_overlap`` of its pixels lie inside a mask of higher priority.
-    """
-    rank = [(2 if j.mode == "seed" else (1 if j.prev.lost == 0 else 0), float(scores[k])) for k, j in enumerate(jobs)]
-    boxes = [mask_to_box(m) if ok else None for m, ok in zip(masks, oks)]
-    out = list(oks)
-    for a, job in enumerate(jobs):
-        if not oks[a] or job.mode == "seed":
-            continue
-        area = masks[a].sum()
-        for b in range(len(jobs)):
-            if b == a or not oks[b] or rank[b] <= rank[a]:
-                continue
-            x1, y1 = max(boxes[a][0], boxes[b][0]), max(boxes[a][1], boxes[b][1])
-            x2, y2 = min(boxes[a][2], boxes[b][2]), min(boxes[a][3], boxes[b][3])
-            if x2 <= x1 or y2 <= y1:
-                continue
-            ys, xs = slice(int(y1), int(y2)), slice(int(x1), int(x2))
-            if np.logical_and(masks[a][ys, xs], masks[b][ys, xs]).sum() > max_overlap * area:
-                out[a] = False
-                break
-    return out
-
-
-def choose_candidates(jobs: list[_Job], owner: list[int], masks: list[np.ndarray], scores, oks: list[bool],
-                      max_overlap: float) -> list[int]:
-    """Index (into the flat decode) of the prediction each job keeps: its only one, or for a
-    re-acquisition the best-scoring acceptable candidate that is not mostly another object's
-    (non-re-acquisition) mask on this frame."""
-    firm = [i for i, k in enumerate(owner) if not jobs[k].candidates and oks[i]]
-    pick: list[Optional[int]] = [None] * len(jobs)
-    for i, k in enumerate(owner):
-        if not jobs[k].candidates:
-            pick[k] = i
-    for k, job in enumerate(jobs):
-        if not job.candidates:
-            continue
-        idx = sorted((i for i, o in enumerate(owner) if o == k), key=lambda i: -float(scores[i]))
-        pick[k] = idx[0]
-        for i in idx:
-            area = masks[i].sum()
-            if oks[i] and all(np.logical_and(masks[i], masks[f]).sum() <= max_overlap * area for f in firm):
-                pick[k] = i
-                break
-    return pick
-

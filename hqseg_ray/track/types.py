@@ -8,7 +8,7 @@ original frame size; dense masks never leave the tracker.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -165,3 +165,16 @@ class ObjectState:
                    velocity=np.asarray(d.get("velocity", [0.0, 0.0]), np.float64),
                    lost=int(d.get("lost", 0)), score=float(d.get("score", 1.0)),
                    seed_distance=int(d.get("seed_distance", 0)))
+
+
+def as_tracking_config(config: Any) -> TrackingConfig:
+    """A TrackingConfig from itself, a dict of its sections, or an object with tracker/auto/stitch."""
+    from hqseg_ray.config import TrackingConfig
+
+    if isinstance(config, TrackingConfig):
+        return config
+    if config is None:
+        return TrackingConfig()
+    if isinstance(config, dict):
+        return TrackingConfig.model_validate(config)
+    return TrackingConfig(**{k: getattr(config, k) for k in ("tracker", "auto", "stitch") if hasattr(config, k)})
