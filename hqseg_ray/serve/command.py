@@ -10,6 +10,29 @@ import time
 logger = logging.getLogger(__name__)
 
 
+def plan_serve(data: dict) -> tuple[str, int, list[tuple[str, str, dict, list]]]:
+    """A config dict -> (host, port, [(app name, route prefix, build_app args, deployment overrides)]).
+
+    ``data`` is an hqseg config (``model``/``serve``/``tracker`` sections) or a Serve config file
+    (``http_options`` and ``applications``).
+    """
+    if "applications" in data:
+        http = data.get("http_options") or {}
+        apps = [(a.get("name", "default"), a.get("route_prefix", "/"), a.get("args") or {},
+                 a.get("deployments") or []) for a in data["applications"]]
+        for a in data["applications"]:
+            if a.get("import_path") != "hqseg_ray.serve.app:build_app":
+                raise ValueError(f"application {a.get('name')!r}: import_path must be "
+                                 f"hqseg_ray.serve.app:build_app, got {a.get('import_path')!r}")
+        return http.get("host", "127.0.0.1"), int(http.get("port", 8000)), apps
+    from hqseg_ray.config import ServeConfig
+    from hqseg_ray.serve.app import resolve_args
+
+    data = resolve_args(data)
+    cfg = ServeConfig.model_validate(data.get("serve") or {})
+    return cfg.host, cfg.port, [(cfg.app_name, cfg.route_prefix, data, [])]
+
+
 def _stop(signum, frame):
     raise KeyboardInterrupt
 
@@ -30,21 +53,9 @@ class ServeCommand:
                        help="Ray cluster to join (default: start an embedded local Ray)")
 
     def run(self, args: argparse.Namespace) -> int:
-        from hqseg_ray.config import ServeConfig, load_yaml
+        from hqseg_ray.config import load_yaml
 
-        data = load_yaml(args.config, args.overrides)
-        if "applications" in data:
-            http = data.get("http_options") or {}
-            host, port = http.get("host", "127.0.0.1"), int(http.get("port", 8000))
-            apps = [(a.get("name", "default"), a.get("route_prefix", "/"), a.get("args") or {},
-                     a.get("deployments") or []) for a in data["applications"]]
-        else:
-            from hqseg_ray.serve.app import resolve_args
-
-            data = resolve_args(data)
-            cfg = ServeConfig.model_validate(data.get("serve") or {})
-            host, port = cfg.host, cfg.port
-            apps = [(cfg.app_name, cfg.route_prefix, data, [])]
+        host, port, apps = plan_serve(load_yaml(args.config, args.overrides))
 
         import ray
         from ray import serve
@@ -53,9 +64,9 @@ class ServeCommand:
 
         built = [(name, prefix, build_app(a, deps)) for name, prefix, a, deps in apps]
         signal.signal(signal.SIGTERM, _stop)  # docker stop / kubectl delete: shut down like Ctrl-C
-        # "local": a new embedded Ray even when another local cluster is running (ray.init() would join it)
-        ray.init(address=args.address or "local", include_dashboard=bool(args.address) or None)
-        serve.start(http_options={"host": host, "port": port})
+        # "local": a new embedded Ray even when another local cluster runs here (ray.init() would join it)
+        ray.init(address=args.address or "local")
+        serve.start(http_options={"host": host, "port": port})  # no-op for a cluster's running Serve
         try:
             for name, prefix, application in built:
                 serve.run(application, name=name, route_prefix=prefix)
@@ -66,6 +77,10 @@ class ServeCommand:
         except KeyboardInterrupt:
             logger.info("hqseg serve: stopping")
         finally:
-            serve.shutdown()
+            if args.address:  # a shared cluster: remove only our applications
+                for name, _, _ in built:
+                    serve.delete(name)
+            else:
+                serve.shutdown()
             ray.shutdown()
         return 0

@@ -147,3 +147,21 @@ def test_prometheus_metrics_exported(client):
             break
         time.sleep(2)
     assert want <= names, sorted(names)
+
+
+def test_mask_input_as_rle(client, engine):
+    """A binary mask (COCO RLE) as mask_input refines like SAM's low-res logits input."""
+    from hqseg_ray.masks import rle_encode
+    from hqseg_ray.serve.inputs import mask_to_low_res_logits
+
+    image = scene(80)
+    image_id = upload(client, image)
+    mask = np.zeros(image.shape[:2], dtype=bool)
+    mask[20:70, 30:110] = True
+    r = client.post(f"/v1/images/{image_id}/segment",
+                    json={"prompts": [{"points": [[60, 40]], "labels": [1], "mask_input": rle_encode(mask)}]})
+    assert r.status_code == 200, r.text
+    emb = engine.encode(image[None])
+    lr = mask_to_low_res_logits(mask, emb.input_sizes[0], engine.image_size, engine.low_res_size)
+    ref, _, _ = engine.decode(emb, [Prompt(points=[[60, 40]], labels=[1], mask_input=lr)])
+    np.testing.assert_array_equal(rle_decode(r.json()["masks"][0]), ref[0])

@@ -105,3 +105,31 @@ def test_serve_configs_build(path):
             build_app(a.get("args"), a.get("deployments"))
     else:
         build_app(data)
+
+
+def test_plan_serve_from_both_config_kinds():
+    from hqseg_ray.config import load_yaml
+    from hqseg_ray.serve.command import plan_serve
+
+    root = os.path.join(os.path.dirname(__file__), "..", "..", "configs")
+    host, port, apps = plan_serve(load_yaml(os.path.join(root, "serve-demo.yaml"), ["serve.port=8123"]))
+    assert (host, port) == ("127.0.0.1", 8123) and apps[0][0] == "hqseg" and apps[0][2]["model"]["type"] == "toy"
+    host, port, apps = plan_serve(load_yaml(os.path.join(root, "serve.yaml")))
+    assert port == 8000 and {d["name"] for d in apps[0][3]} == {"SegEngineDeployment", "HQSegAPI"}
+    with pytest.raises(ValueError, match="import_path"):
+        plan_serve({"applications": [{"name": "x", "import_path": "other:app"}]})
+    with pytest.raises(ValueError, match="serve.port"):
+        plan_serve({"serve": {"port": 0}})
+
+
+def test_build_app_applies_config_and_overrides():
+    from hqseg_ray.serve.app import build_app
+
+    app = build_app({"model": {"type": "toy"}, "serve": {"num_gpus": 0.5, "max_replicas": 3, "min_replicas": 0}},
+                    [{"name": "SegEngineDeployment", "max_ongoing_requests": 12}])
+    api = app._bound_deployment
+    engine = api.init_args[0]._bound_deployment
+    assert api.name == "HQSegAPI" and api.num_replicas == 1
+    assert engine.name == "SegEngineDeployment" and engine.ray_actor_options["num_gpus"] == 0.5
+    assert engine.max_ongoing_requests == 12
+    assert engine._deployment_config.autoscaling_config.max_replicas == 3

@@ -112,3 +112,20 @@ def test_video_session_bad_input(client, clip):
         client.delete(f"/v1/videos/{other.json()['session_id']}")
     finally:
         client.delete(f"/v1/videos/{sid}")
+
+
+def test_video_session_limits_and_uri(client, allowed_dir):
+    from hqseg_ray.synth.dataset import write_mp4
+    from hqseg_ray.synth.generate import generate_video
+
+    long_clip = allowed_dir / "long.mp4"
+    write_mp4(generate_video(4, frames=44, size=(64, 96), n_objects=(1, 1), pan=False).frames, long_clip)
+    r = client.post("/v1/videos", json={"uri": f"file://{long_clip}"})  # an allowed URI, but too long
+    assert r.status_code == 413 and "max_video_frames" in r.json()["detail"]
+    r = client.post("/v1/videos", json={"uri": "file:///etc/hostname"})
+    assert r.status_code == 403
+    short = allowed_dir / "short.mp4"
+    write_mp4(generate_video(5, frames=6, size=(64, 96), n_objects=(1, 1), pan=False).frames, short)
+    r = client.post("/v1/videos", json={"uri": f"file://{short}"})
+    assert r.status_code == 200 and r.json()["frames"] == 6
+    client.delete(f"/v1/videos/{r.json()['session_id']}")
