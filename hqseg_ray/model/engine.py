@@ -130,6 +130,10 @@ def resolve_device(requested: str) -> torch.device:
 class SegEngine:
     """SAM-HQ with batched encode and frame-paired batched decode."""
 
+    # decode prompts that share one frame against views of its embedding instead of gathering a
+    # copy per prompt (8 MB of HQ features per prompt at 1024 px); hqseg bench turns it off for A/B
+    single_frame_views: bool = True
+
     def __init__(self, sam: torch.nn.Module, config: Optional[ModelConfig] = None,
                  info: Optional[dict] = None) -> None:
         self.config = config or ModelConfig(type="vit_b", checkpoint=None, allow_random_init=True)
@@ -143,9 +147,10 @@ class SegEngine:
         self.low_res_size = (4 * int(emb_h), 4 * int(emb_w))
         self._dense_pe = None
         if self.config.sdpa:
-            from hqseg_ray.model.attention import enable_sdpa
+            from hqseg_ray.model.attention import enable_decoder_fast_path, enable_sdpa
 
             enable_sdpa(self.sam.image_encoder)
+            enable_decoder_fast_path(self.sam.mask_decoder)
         self._encoder = self.sam.image_encoder
         if self.config.compile:
             self._encoder = torch.compile(self.sam.image_encoder)
@@ -336,19 +341,24 @@ class SegEngine:
         if prompts[0].mask_input is not None:
             mi = np.stack([p.mask_input.reshape(self.low_res_size) for p in prompts])[:, None]
             masks = torch.as_tensor(mi, dtype=torch.float, device=dev)
-        fidx = torch.as_tensor(frames, dtype=torch.long, device=dev)
+        if self.single_frame_views and len(set(frames)) == 1:
+            # all prompts on one frame (the tracker's case): broadcast views, not B copies
+            f = frames[0]
+            img, hq_feat = emb.image_embeddings[f:f + 1], emb.hq_features[f:f + 1]
+        else:
+            fidx = torch.as_tensor(frames, dtype=torch.long, device=dev)
+            img, hq_feat = emb.image_embeddings.index_select(0, fidx), emb.hq_features.index_select(0, fidx)
         with self._autocast():
             sparse, dense = self.sam.prompt_encoder(points=points, boxes=boxes, masks=masks)
-            logits, iou = self._predict_paired(emb.image_embeddings.index_select(0, fidx),
-                                               emb.hq_features.index_select(0, fidx), sparse, dense,
-                                               multimask, hq_only)
+            logits, iou = self._predict_paired(img, hq_feat, sparse, dense, multimask, hq_only)
         self.stats["decode_calls"] += 1
         self.stats["decoded_prompts"] += len(prompts)
         return logits[:, 0].float(), iou[:, 0].float()
 
     def _predict_paired(self, img: torch.Tensor, hq_feat: torch.Tensor, sparse: torch.Tensor,
                         dense: torch.Tensor, multimask: bool, hq_only: bool):
-        """``MaskDecoderHQ.forward`` for B prompts with B paired images (row i with prompt i)."""
+        """``MaskDecoderHQ.forward`` for B prompts with B paired images (row i with prompt i), or
+        with one image (and its HQ features) shared by all B prompts, broadcast."""
         dec = self.sam.mask_decoder
         b = sparse.shape[0]
         out_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight, dec.hf_token.weight], dim=0)
