@@ -56,6 +56,45 @@ class _LimitFromConfig(inputs.BodyLimitMiddleware):
 app.add_middleware(_LimitFromConfig, max_bytes=0)
 
 
+# Serve pickles `app` (and these functions with it) when the class is decorated, so module globals
+# seen by the middleware are not the ones the class sees: shared state goes through `app.state`.
+_METRICS: dict = {}  # created on first use inside the replica (metrics need a running Ray worker)
+
+
+def _metric(name: str):
+    if not _METRICS:
+        from ray.serve import metrics
+
+        _METRICS["requests"] = metrics.Counter(
+            "hqseg_requests", description="HTTP requests by route and status.", tag_keys=("route", "status"))
+        _METRICS["latency"] = metrics.Histogram(
+            "hqseg_request_seconds", description="HTTP request latency by route.",
+            boundaries=[0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30], tag_keys=("route",))
+        _METRICS["cache"] = metrics.Counter(
+            "hqseg_image_cache_lookups", description="Image cache lookups.", tag_keys=("result",))
+    return _METRICS[name]
+
+
+@app.middleware("http")
+async def _count_requests(request: Request, call_next):
+    t0 = time.perf_counter()
+    status = 500
+    try:
+        response = await call_next(request)
+        status = response.status_code
+        return response
+    finally:
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        _metric("requests").inc(tags={"route": route, "status": str(status)})
+        state = request.app.state
+        if not hasattr(state, "request_counts"):
+            state.request_counts = {}  # for GET /v1/stats
+        counts = state.request_counts
+        key = f"{request.method} {route} {status}"
+        counts[key] = counts.get(key, 0) + 1
+        _metric("latency").observe(time.perf_counter() - t0, tags={"route": route})
+
+
 @app.exception_handler(ValueError)
 async def _client_error(request: Request, exc: ValueError) -> JSONResponse:
     cause = getattr(exc, "cause", None) or exc  # unwrap errors raised inside an engine replica
@@ -113,8 +152,6 @@ def _new_id(prefix: str) -> str:
 @serve.ingress(app)
 class HQSegAPI:
     def __init__(self, engine, serve_config: dict, tracking_config: Optional[dict] = None) -> None:
-        from ray.serve import metrics
-
         self.engine = engine
         self.cfg = ServeConfig.model_validate(serve_config or {})
         os.environ[_LIMIT_ENV] = str(self.cfg.max_upload_bytes)
@@ -122,22 +159,11 @@ class HQSegAPI:
         self.tracking = TrackingConfig.model_validate(tracking_config or {})
         self._info: Optional[dict] = None
         self._sessions: Optional[SessionStore] = None
-        self.m_requests = metrics.Counter("hqseg_requests", description="HTTP requests by route and status.",
-                                          tag_keys=("route", "status"))
-        self.m_latency = metrics.Histogram(
-            "hqseg_request_seconds", description="HTTP request latency by route.",
-            boundaries=[0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30], tag_keys=("route",))
-        self.m_cache = metrics.Counter("hqseg_image_cache_lookups", description="Image cache lookups.",
-                                       tag_keys=("result",))
 
     async def engine_info(self) -> dict:
         if self._info is None:
             self._info = await self.engine.info.remote()
         return self._info
-
-    def _observe(self, route: str, status: int, t0: float) -> None:
-        self.m_requests.inc(tags={"route": route, "status": str(status)})
-        self.m_latency.observe(time.perf_counter() - t0, tags={"route": route})
 
     # -- health and stats -------------------------------------------------------------------
     @app.get("/healthz", summary="200 when the engine is loaded and answering")
@@ -149,9 +175,10 @@ class HQSegAPI:
         return JSONResponse({"status": "ok", "model": info["label"]})
 
     @app.get("/v1/stats", summary="Counters: cache, batches (decoder batch sizes), sessions")
-    async def stats(self) -> dict:
+    async def stats(self, request: Request) -> dict:
         engine_stats = await self.engine.stats.remote()
-        return {"images": {"count": len(self.images), "bytes": self.images.nbytes,
+        return {"requests": dict(getattr(request.app.state, "request_counts", {})),
+                "images": {"count": len(self.images), "bytes": self.images.nbytes,
                            "max_bytes": self.images.max_bytes, **self.images.stats},
                 "sessions": self._sessions.stats() if self._sessions is not None else {"count": 0},
                 "engine": engine_stats}
@@ -215,10 +242,8 @@ class HQSegAPI:
     @app.post("/v1/images", response_model=ImageOut, openapi_extra=_UPLOAD_BODY,
               summary="Upload an image once: it is encoded and its embedding cached")
     async def add_image(self, request: Request) -> ImageOut:
-        t0 = time.perf_counter()
         image = await self._image_from_request(request)
         image_id, entry = await self._add_image(image)
-        self._observe("images", 200, t0)
         return ImageOut(image_id=image_id, width=entry.width, height=entry.height)
 
     @app.delete("/v1/images/{image_id}", summary="Drop a cached image")
@@ -229,7 +254,7 @@ class HQSegAPI:
 
     def _entry(self, image_id: str) -> ImageEntry:
         entry = self.images.get(image_id)
-        self.m_cache.inc(tags={"result": "hit" if entry is not None else "miss"})
+        _metric("cache").inc(tags={"result": "hit" if entry is not None else "miss"})
         if entry is None:
             raise NotFound(f"image {image_id!r} is not cached: unknown, deleted, or evicted (idle for "
                            f"{self.cfg.cache_ttl_s:g} s, or pushed out by newer images past "
@@ -260,26 +285,22 @@ class HQSegAPI:
     @app.post("/v1/images/{image_id}/segment", response_model=SegmentOut,
               summary="Decoder-only segmentation of a cached image (batched across clients)")
     async def segment_image(self, image_id: str, req: SegmentRequest) -> SegmentOut:
-        t0 = time.perf_counter()
         entry = self._entry(image_id)
         prompts = await self._prompts(entry.height, entry.width, req, entry)
         result = await self._decode_masks(entry.embeddings, prompts, req)
         ids = entry.remember(result.low_res_logits)
         if image_id in self.images:  # its mask logits grew
             self.images.resize(image_id, entry.nbytes)
-        self._observe("segment", 200, t0)
         return SegmentOut(image_id=image_id, width=entry.width, height=entry.height,
                           masks=[{**m, "mask_id": i} for m, i in zip(result.masks, ids)],
                           model=(await self.engine_info())["label"])
 
     @app.post("/v1/segment", response_model=SegmentOut, summary="One shot: image and prompts in one request")
     async def segment_once(self, req: OneShotRequest) -> SegmentOut:
-        t0 = time.perf_counter()
         image = await self._image_from_json(req.image, req.uri)
         height, width = int(image.shape[0]), int(image.shape[1])
         prompts = await self._prompts(height, width, req)
         result = await self._decode_masks(await self.engine.encode.remote(image), prompts, req)
-        self._observe("segment_once", 200, t0)
         return SegmentOut(width=width, height=height, masks=result.masks, model=(await self.engine_info())["label"])
 
     # -- video sessions -----------------------------------------------------------------------

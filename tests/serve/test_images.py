@@ -165,3 +165,10 @@ def test_mask_input_as_rle(client, engine):
     lr = mask_to_low_res_logits(mask, emb.input_sizes[0], engine.image_size, engine.low_res_size)
     ref, _, _ = engine.decode(emb, [Prompt(points=[[60, 40]], labels=[1], mask_input=lr)])
     np.testing.assert_array_equal(rle_decode(r.json()["masks"][0]), ref[0])
+
+
+def test_request_counter_sees_errors(client):
+    """Bad requests are counted too, by route template and status (GET /v1/stats shows the ingress's)."""
+    client.post("/v1/images/img_missing/segment", json={"prompts": [{"box": [0, 0, 5, 5]}]})
+    counts = client.get("/v1/stats").json()["requests"]
+    assert counts.get("POST /v1/images/{image_id}/segment 404", 0) >= 1, counts
