@@ -133,3 +133,14 @@ def test_build_app_applies_config_and_overrides():
     assert engine.name == "SegEngineDeployment" and engine.ray_actor_options["num_gpus"] == 0.5
     assert engine.max_ongoing_requests == 12
     assert engine._deployment_config.autoscaling_config.max_replicas == 3
+
+
+def test_resolve_args_from_serve_run_strings():
+    """`serve run hqseg_ray.serve.app:build_app config=PATH overrides=a=b,c=d` passes strings."""
+    from hqseg_ray.serve.app import resolve_args
+
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "serve-demo.yaml")
+    data = resolve_args({"config": path, "overrides": "serve.port=9000,serve.cache_ttl_s=5"})
+    assert data["serve"]["port"] == 9000 and data["serve"]["cache_ttl_s"] == 5
+    with pytest.raises(ValueError, match="serve.bogus"):
+        resolve_args({"serve": {"bogus": 1}})
