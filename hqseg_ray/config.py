@@ -302,11 +302,16 @@ class TrackerConfig(_Strict):
         0.3, ge=0.0, le=1.0,
         description="A re-acquired mask must have at least this fraction of the last good area (and at "
         "most max_area_growth times it).")
+    clip_to_box: bool = Field(
+        True,
+        description="Cut each mask (and its low-res logits) to its prompt box: the moved box grown by box_margin, "
+        "a prompt's box grown by box_margin, or a re-acquisition candidate. Keeps a mask from bleeding into "
+        "the background or a neighbour frame after frame; legitimate growth is bounded by box_margin per frame.")
     max_overlap: float = Field(
         0.5, ge=0.0, le=1.0,
-        description="A propagated mask with more than this fraction of its pixels inside another object's mask "
-        "on the same frame (a seed's, a visible track's, or a re-acquired one's with a higher score) has jumped "
-        "to that object: it is rejected (the object counts as occluded on that frame).")
+        description="Identity guard between objects of one frame: a re-acquired mask with more than this fraction "
+        "of its pixels inside another object's mask, or a propagated mask whose IoU with a stronger object's mask "
+        "exceeds it, has jumped to that object and is rejected (the object counts as occluded on that frame).")
     detector_match_iou: float = Field(
         0.5, ge=0.0, le=1.0,
         description="A prompt without object_id (detector box) continues the track whose predicted box "

@@ -187,3 +187,36 @@ class LowResGeometry:
         out = np.full((lh, lw), -amplitude, np.float32)
         out[: min(th, lh), : min(tw, lw)] = (small[:lh, :lw] * 2 - 1) * amplitude
         return out
+
+    def clip_logits(self, logits: np.ndarray, box: np.ndarray) -> np.ndarray:
+        """Set ``[h, w]`` logits outside ``box`` (XYXY, original pixels, plus one low-res cell) to
+        confident background."""
+        lh, lw = self.low_res_size
+        x1 = max(0, int(np.floor(box[0] * self.fx)) - 1)
+        y1 = max(0, int(np.floor(box[1] * self.fy)) - 1)
+        x2 = min(lw, int(np.ceil(box[2] * self.fx)) + 1)
+        y2 = min(lh, int(np.ceil(box[3] * self.fy)) + 1)
+        out = np.full_like(logits, LOGIT_FILL)
+        out[y1:y2, x1:x2] = logits[y1:y2, x1:x2]
+        return out
+
+
+def clip_mask(mask: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """``[H, W]`` bool mask with everything outside ``box`` (XYXY pixels) cleared (a new array)."""
+    h, w = mask.shape
+    x1, y1 = max(0, int(np.floor(box[0]))), max(0, int(np.floor(box[1])))
+    x2, y2 = min(w, int(np.ceil(box[2]))), min(h, int(np.ceil(box[3])))
+    out = np.zeros_like(mask)
+    out[y1:y2, x1:x2] = mask[y1:y2, x1:x2]
+    return out
+
+
+def shift_mask(mask: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    """``[H, W]`` bool mask translated by (round(dx), round(dy)) pixels, zero-filled."""
+    h, w = mask.shape
+    sx, sy = int(round(dx)), int(round(dy))
+    out = np.zeros_like(mask)
+    if abs(sx) >= w or abs(sy) >= h:
+        return out
+    out[max(0, sy):h + min(0, sy), max(0, sx):w + min(0, sx)] = mask[max(0, -sy):h - max(0, sy), max(0, -sx):w - max(0, sx)]
+    return out

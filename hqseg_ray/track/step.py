@@ -16,7 +16,7 @@ import numpy as np
 from hqseg_ray.config import TrackerConfig
 from hqseg_ray.masks import mask_to_box
 from hqseg_ray.prompts import Prompt
-from hqseg_ray.track.motion import LowResGeometry, Motion, expand_box, interior_points, move_box
+from hqseg_ray.track.motion import LowResGeometry, Motion, expand_box, interior_points, move_box, shift_mask
 from hqseg_ray.track.types import ObjectState
 
 MAX_EXTRAPOLATION = 24  # frames of constant-velocity motion a hidden object may have gone on for
@@ -107,11 +107,12 @@ def touches_border(mask: np.ndarray, margin: int = 1) -> bool:
 
 
 def accept(state: Optional[ObjectState], area: int, score: float, cfg: TrackerConfig,
-           at_border: bool = False) -> bool:
+           at_border: bool = False, raw_area: Optional[int] = None) -> bool:
     """Is a propagated (or re-acquired, when ``state.lost > 0``) mask good enough to emit?
 
     ``at_border``: the mask touches the frame's edge, so a shrinking area is explained by the
-    object leaving the view and the lower area bound is not applied.
+    object leaving the view and the lower area bound is not applied. ``raw_area``: the area
+    before the mask was cut to its box, checked against the growth bound.
     """
     if area < max(1, cfg.min_area):
         return False
@@ -124,7 +125,7 @@ def accept(state: Optional[ObjectState], area: int, score: float, cfg: TrackerCo
         return False
     if ref is None:
         return True
-    return (at_border or lo * ref <= area) and area <= cfg.max_area_growth * ref
+    return (at_border or lo * ref <= area) and max(area, raw_area or 0) <= cfg.max_area_growth * ref
 
 
 def visible_state(prev: Optional[ObjectState], template: ObjectState, frame_index: int, mask: np.ndarray,
@@ -157,10 +158,23 @@ def occluded_state(prev: ObjectState, frame_index: int) -> ObjectState:
 def exclusive(jobs: list, masks: list[np.ndarray], scores, oks: list[bool], max_overlap: float) -> list[bool]:
     """Reject propagated masks that are mostly another object's mask on the same frame.
 
-    Priority: seeds > visible tracks > re-acquisitions; ties go to the higher predicted IoU. A
-    mask loses when more than ``max_overlap`` of its pixels lie inside a mask of higher priority.
+    Priority: seeds > visible tracks > re-acquisitions; between visible tracks the mask more
+    consistent with the object's previous mask (moved by its motion; a mask bleeding into its
+    neighbour is not), then the higher predicted IoU. A re-acquired mask loses when more than
+    ``max_overlap`` of its pixels lie inside a mask of higher priority; a visible track's mask
+    when its IoU with one exceeds ``max_overlap`` (an object inside another's hole, or in front of
+    it, is legitimately contained in that mask).
     """
-    rank = [(2 if j.mode == "seed" else (1 if j.prev.lost == 0 else 0), float(scores[k])) for k, j in enumerate(jobs)]
+    def consistency(k: int, j) -> float:
+        if j.mode == "seed" or j.prev.lost > 0 or not oks[k]:
+            return 0.0
+        m = j.motion or Motion()
+        prev = shift_mask(j.prev.mask, m.dx, m.dy)
+        union = np.logical_or(prev, masks[k]).sum()
+        return float(np.logical_and(prev, masks[k]).sum()) / union if union else 0.0
+
+    rank = [(2 if j.mode == "seed" else (1 if j.prev.lost == 0 else 0), consistency(k, j), float(scores[k]))
+            for k, j in enumerate(jobs)]
     boxes = [mask_to_box(m) if ok else None for m, ok in zip(masks, oks)]
     out = list(oks)
     for a, job in enumerate(jobs):
@@ -175,7 +189,12 @@ def exclusive(jobs: list, masks: list[np.ndarray], scores, oks: list[bool], max_
             if x2 <= x1 or y2 <= y1:
                 continue
             ys, xs = slice(int(y1), int(y2)), slice(int(x1), int(x2))
-            if np.logical_and(masks[a][ys, xs], masks[b][ys, xs]).sum() > max_overlap * area:
+            inter = np.logical_and(masks[a][ys, xs], masks[b][ys, xs]).sum()
+            if rank[a][0] == 0:  # re-acquisition: landing mostly on another object is a jump to it
+                jumped = inter > max_overlap * area
+            else:  # two visible tracks claim the same pixels (containment alone is legitimate)
+                jumped = inter > max_overlap * (area + masks[b].sum() - inter)
+            if jumped:
                 out[a] = False
                 break
     return out

@@ -24,7 +24,7 @@ import numpy as np
 
 from hqseg_ray.config import TrackingConfig  # noqa: F401  (documented type of config)
 from hqseg_ray.masks import mask_to_box, rle_encode, rle_encode_many
-from hqseg_ray.track.motion import LowResGeometry, Motion, estimate_motions, to_gray
+from hqseg_ray.track.motion import LowResGeometry, Motion, clip_mask, estimate_motions, expand_box, to_gray
 from hqseg_ray.track.seeds import SeedPrompt, carried_states, normalize_prompts
 from hqseg_ray.track.step import (accept, choose_candidates, exclusive, occluded_state, propagation_prompt,
                                   reacquire_prompts, touches_border, visible_state)
@@ -359,9 +359,19 @@ class _ChunkRun:
         self.stats["decode_calls"] += 1
         self.stats["decoded_prompts"] += len(flat)
         all_masks = [np.asarray(m) for m in all_masks]
+        raw_areas = [int(m.sum()) for m in all_masks]  # before clipping: a jump or bleed shows as growth
+        if self.tcfg.clip_to_box:
+            for i, k in enumerate(owner):
+                box = flat[i].box
+                if box is None:
+                    continue
+                if jobs[k].mode == "seed":
+                    box = expand_box(box, self.tcfg.box_margin, self.geo.original_size)
+                all_masks[i] = clip_mask(all_masks[i], box)
+                all_logits[i] = self.geo.clip_logits(all_logits[i], box)
         all_ok = [bool(all_masks[i].sum() >= max(1, self.tcfg.min_area)) if jobs[k].mode == "seed"
                   else accept(jobs[k].prev, int(all_masks[i].sum()), float(all_scores[i]), self.tcfg,
-                              touches_border(all_masks[i])) for i, k in enumerate(owner)]
+                              touches_border(all_masks[i]), raw_areas[i]) for i, k in enumerate(owner)]
         pick = choose_candidates(jobs, owner, all_masks, all_scores, all_ok, self.tcfg.max_overlap)
         masks = [all_masks[i] for i in pick]
         scores = [float(all_scores[i]) for i in pick]
