@@ -82,6 +82,7 @@ def engine_only(engine, frames_in: np.ndarray, originals, boxes: np.ndarray, pro
     per frame, frame by frame as the tracker does, and postprocess their masks to frame size."""
     n = len(frames_in)
     encode_all(engine, frames_in[:1], originals[:1])
+    cpu0 = time.process_time()
     with Timer() as te:
         emb = encode_all(engine, frames_in, originals)
     dec_s = post_s = 0.0
@@ -94,7 +95,8 @@ def engine_only(engine, frames_in: np.ndarray, originals, boxes: np.ndarray, pro
         d, p = _decode_and_post(engine, emb, prompts)
         dec_s, post_s, total = dec_s + d, post_s + p, total + k
     wall = te.s + dec_s + post_s
-    return {"frames": n, "prompts": total, "prompts_per_frame": total / n, "encode_s": round(te.s, 4),
+    return {"frames": n, "prompts": total, "cpu_s": time.process_time() - cpu0, "prompts_per_frame": total / n,
+            "encode_s": round(te.s, 4),
             "decode_s": round(dec_s, 4), "postprocess_s": round(post_s, 4), "seconds": round(wall, 4),
             "frames_per_s": n / wall}
 
@@ -140,8 +142,9 @@ def object_scaling(engine, frames_in: np.ndarray, originals, boxes_for: Callable
     The marginal cost per extra object is the least-squares slope over k, reported in seconds
     and as a fraction of one frame's encode."""
     n = len(frames_in)
-    emb = encode_all(engine, frames_in, originals)  # warm-up
-    _decode_and_post(engine, emb, [track_like_prompt(engine, 0, b) for b in boxes_for(max(ks))])
+    emb = encode_all(engine, frames_in, originals)  # warm-up (one decoder call is decode_batch prompts)
+    _decode_and_post(engine, emb, [track_like_prompt(engine, 0, b)
+                                   for b in boxes_for(max(ks))[:engine.config.decode_batch]])
     enc_times: list[float] = []
     dec_times: dict[int, list[float]] = {k: [] for k in ks}
     for _ in range(reps):
@@ -223,6 +226,35 @@ def encode_variants(engine, frames_in: np.ndarray, originals, include_bf16: bool
         variants["bf16 sdpa"] = timed(bf16, True)
         variants["bf16 no-sdpa"] = timed(bf16, False)
     variants["fp32 sdpa channels-last"] = timed(engine, True, channels_last=True)
+    return variants
+
+
+def decode_variants(engine, emb, prompts, include_bf16: bool = True) -> dict[str, Callable]:
+    """Timed callables (seconds per prompt, decode + masks) for the decoder A/B: the published
+    decoder with a per-prompt gather of the frame's features ("reference") vs the engine's fast
+    path (SDPA attention, fused LayerNorm2d, channels-last convolutions, single-frame views), and
+    the fast path under bf16 autocast."""
+    from hqseg_ray.model.attention import disable_decoder_fast_path, enable_decoder_fast_path
+    from hqseg_ray.model.engine import SegEngine
+
+    dec = engine.sam.mask_decoder
+    bf16 = SegEngine(engine.sam, engine.config.model_copy(update={"dtype": "bfloat16"}), engine.info)
+
+    def timed(eng, fast: bool) -> Callable[[], float]:
+        def run() -> float:
+            (enable_decoder_fast_path if fast else disable_decoder_fast_path)(dec)
+            SegEngine.single_frame_views = fast
+            try:
+                d, p = _decode_and_post(eng, emb, prompts)
+            finally:
+                enable_decoder_fast_path(dec)
+                SegEngine.single_frame_views = True
+            return (d + p) / len(prompts)
+        return run
+
+    variants = {"reference decoder": timed(engine, False), "fast decoder": timed(engine, True)}
+    if include_bf16:
+        variants["fast decoder bf16"] = timed(bf16, True)
     return variants
 
 

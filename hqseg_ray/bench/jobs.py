@@ -10,6 +10,7 @@ For each job the benchmark records:
 * ``actor_s``: the segment actors' busy seconds (status table ``seconds``: encode + relay wait +
   track per chunk), and ``relay_wait_s`` / ``stitch_s`` from the status table.
 * ``peak_rss`` / ``baseline_rss``: summed RSS of this process tree (driver, GCS, raylet, workers).
+* ``cpu_s``: CPU seconds the whole tree used during the job (every Ray process, idle ones too).
 """
 
 from __future__ import annotations
@@ -43,13 +44,14 @@ def stop_ray() -> None:
 
 
 def job_config(manifest: str, out: str | Path, model: dict, actors: int = 1, torch_threads: int = 1,
-               chunk_frames: int = 64, overlap: int = 8, cpus_per_actor: float = 1.0, decode_cpus: float = 1.0):
+               chunk_frames: int = 64, overlap: int = 8, cpus_per_actor: float = 1.0, decode_cpus: float = 1.0,
+               stride: int = 1):
     from hqseg_ray.config import JobConfig
 
     return JobConfig.model_validate({
         "model": model,
         "input": {"manifest": str(manifest)},
-        "chunking": {"chunk_frames": chunk_frames, "overlap": overlap},
+        "chunking": {"chunk_frames": chunk_frames, "overlap": overlap, "stride": stride},
         "compute": {"segment_actors_min": actors, "segment_actors_max": actors, "gpus_per_actor": 0,
                     "cpus_per_actor": cpus_per_actor, "decode_cpus": decode_cpus, "torch_threads": torch_threads},
         "output": {"path": str(out), "overwrite": True},
@@ -57,15 +59,21 @@ def job_config(manifest: str, out: str | Path, model: dict, actors: int = 1, tor
 
 
 class _StatusTimes(logging.Handler):
-    """Arrival time of each video's status row at the driver (run_job logs one line per video)."""
+    """Arrival time of each video's status row at the driver (run_job logs one line per video),
+    and Ray Data's execution plan (which operators it fused)."""
 
     def __init__(self) -> None:
         super().__init__(logging.INFO)
         self.times: dict[str, float] = {}
+        self.plan: Optional[str] = None
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.msg.startswith("video %r") and record.args:
+        if isinstance(record.msg, str) and record.msg.startswith("video %r") and record.args:
             self.times[str(record.args[0])] = time.monotonic()
+        elif self.plan is None:
+            text = record.getMessage()
+            if "Execution plan of Dataset" in text:
+                self.plan = text.split(":", 1)[-1].strip()
 
 
 def run_measured_job(config, label: str) -> dict:
@@ -76,17 +84,20 @@ def run_measured_job(config, label: str) -> dict:
 
     out = config.output.path
     shutil.rmtree(out, ignore_errors=True)
-    job_logger = logging.getLogger("hqseg_ray.pipeline.job")
-    handler, old_level = _StatusTimes(), job_logger.level
-    job_logger.addHandler(handler)
-    job_logger.setLevel(logging.INFO)
+    handler = _StatusTimes()
+    loggers = [logging.getLogger(n) for n in ("hqseg_ray.pipeline.job", "ray.data._internal.execution.streaming_executor")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(handler)
+        lg.setLevel(logging.INFO)
     t_start = time.monotonic()
     try:
         with TreeMemory() as mem, Timer() as t:
             summary = run_job(config, progress=False)
     finally:
-        job_logger.removeHandler(handler)
-        job_logger.setLevel(old_level)
+        for lg, level in zip(loggers, levels):
+            lg.removeHandler(handler)
+            lg.setLevel(level)
     rows = [r for r in pq.read_table(os.path.join(out, "videos.parquet")).to_pylist()]
     failed = [f"{r['video_id']}: {r['error']}" for r in rows if r["status"] != "ok"]
     if failed:
@@ -113,7 +124,9 @@ def run_measured_job(config, label: str) -> dict:
         "overhead_of_actor_time": (relay + stitch) / (t.s * actors),
         "workers": sorted({w for r in rows for w in (r["workers"] or "").split(",") if w}),
         "peak_rss_mib": round(mem.peak / 2**20, 1), "baseline_rss_mib": round(mem.baseline / 2**20, 1),
-        "rss_samples": mem.samples, "summary_wall_s": round(summary.wall_s, 3),
+        "ray_data_plan": handler.plan, "decode_cpus": config.compute.decode_cpus,
+        "cpus_per_actor": config.compute.cpus_per_actor, "stride": config.chunking.stride,
+        "rss_samples": mem.samples, "cpu_s": round(mem.cpu_s, 2), "cpu_s_per_frame": mem.cpu_s / max(total, 1), "summary_wall_s": round(summary.wall_s, 3),
     }
 
 
@@ -127,6 +140,7 @@ def in_process_tracker(engine, manifest: str, config) -> dict:
     before = dict(engine.stats)
     stats_all = []
     frames = 0
+    cpu0 = time.process_time()
     with Timer() as t:
         for row in manifest_rows(manifest):
             st: dict = {}
@@ -137,7 +151,9 @@ def in_process_tracker(engine, manifest: str, config) -> dict:
     d = {k: engine.stats[k] - before.get(k, 0) for k in engine.stats}
     agg = {k: round(sum(s.get(k, 0.0) for s in stats_all), 3)
            for k in ("read_s", "track_s", "stitch_s", "encode_s", "decode_s", "flow_s")}
+    cpu = time.process_time() - cpu0
     return {"frames": frames, "seconds": round(t.s, 3), "frames_per_s": frames / t.s,
+            "cpu_s": round(cpu, 3), "cpu_s_per_frame": cpu / max(frames, 1),
             "encoded_frames": d["encoded_frames"], "decoded_prompts": d["decoded_prompts"],
             "prompts_per_frame": d["decoded_prompts"] / max(frames, 1),
             "encodes_per_frame": d["encoded_frames"] / max(frames, 1), **agg}

@@ -28,11 +28,17 @@ def derive(r: dict) -> dict:
     if job:
         eng, j, tr = job["engine_only"], job["job"], job["in_process_tracker"]
         e = eng["frames_per_s"]
+        u = job.get("job_decode_tasks") or {}
         out["efficiency"] = {
             "value": _div(j["frames_per_s"], e),
             "steady_state": _div(j["steady_frames_per_s"], e),
+            "decode_tasks": _div(u.get("frames_per_s"), e),
+            "decode_tasks_steady_state": _div(u.get("steady_frames_per_s"), e),
             "actor_busy": _div(_div(j["frames"], j["actor_s"]), e),
             "in_process_tracker": _div(tr["frames_per_s"], e),
+            "cpu": _div(eng["cpu_s_per_frame"], j["cpu_s_per_frame"]),
+            "in_process_tracker_cpu": _div(eng["cpu_s_per_frame"], tr["cpu_s_per_frame"]),
+            "engine_only_cpu_s_per_frame": eng["cpu_s_per_frame"], "job_cpu_s_per_frame": j["cpu_s_per_frame"],
             "job_frames_per_s": j["frames_per_s"], "job_steady_frames_per_s": j["steady_frames_per_s"],
             "engine_only_frames_per_s": e, "in_process_tracker_frames_per_s": tr["frames_per_s"],
             "encodes_per_frame": tr["encodes_per_frame"], "prompts_per_frame": tr["prompts_per_frame"],
@@ -94,6 +100,13 @@ def targets(res: dict) -> list[tuple[str, Optional[float], str, Optional[bool]]]
     rows.append(("efficiency (job end-to-end / engine-only)", eff, ">= 0.95", None if eff is None else eff >= 0.95))
     eff_s = val("efficiency", "steady_state")
     rows.append(("efficiency, steady state", eff_s, ">= 0.95", None if eff_s is None else eff_s >= 0.95))
+    for sub, label in (("decode_tasks", "end-to-end"), ("decode_tasks_steady_state", "steady state")):
+        v = val("efficiency", sub)
+        if v is not None:
+            rows.append((f"efficiency, decode in its own tasks, {label}", v, ">= 0.95", v >= 0.95))
+    eff_c = val("efficiency", "cpu")
+    rows.append(("efficiency in CPU seconds (engine-only / whole Ray tree)", eff_c, ">= 0.95",
+                 None if eff_c is None else eff_c >= 0.95))
     for name, frac in (res.get("object_cost") or {}).items():
         rows.append((f"marginal cost per object / frame encode ({name})", frac, "<= 0.02", frac <= 0.02))
     rss = val("rss_ratio")
@@ -149,6 +162,11 @@ def markdown(res: dict) -> str:
                   f"{t['frames']} | {t['seconds']:.1f} | {t['frames_per_s']:.2f} |",
                   f"| Ray job, 1 actor (end-to-end; steady {_fmt(j['steady_frames_per_s'])} frames/s) | {j['frames']} | "
                   f"{j['wall_s']:.1f} | {j['frames_per_s']:.2f} |"]
+    if "job_decode_tasks" in sc.get("job", {}):
+        u = sc["job"]["job_decode_tasks"]
+        lines.append(f"| Ray job, 1 actor, decode in its own tasks (decode_cpus 0.5; steady "
+                     f"{_fmt(u['steady_frames_per_s'])} frames/s) | {u['frames']} | {u['wall_s']:.1f} | "
+                     f"{u['frames_per_s']:.2f} |")
     if "actors" in sc:
         two = sc["actors"]["2"]
         lines.append(f"| Ray job, 2 actors (end-to-end; steady {_fmt(two['steady_frames_per_s'])} frames/s) | "
@@ -168,10 +186,27 @@ def markdown(res: dict) -> str:
     if "speed" in sc:
         lines += ["", f"| encode variant ({sc['speed']['model']}) | median s/frame | speed-up |", "|---|---|---|"]
         lines += [f"| {k} | {v['median_s']:.4f} | {v['speedup']:.2f} |" for k, v in sc["speed"]["variants"].items()]
+    for key in ("speed", "vit_tiny"):
+        if key in sc and "decode_variants" in sc[key]:
+            lines += ["", f"| decoder variant ({sc[key]['model']}, {sc[key]['decode_prompts']} prompts on one frame) | "
+                      "median s/prompt | speed-up |", "|---|---|---|"]
+            lines += [f"| {k} | {v['median_s']:.4f} | {v['speedup']:.2f} |" for k, v in sc[key]["decode_variants"].items()]
+    if "vit_tiny" in sc:
+        lines += ["", f"| encode ({sc['vit_tiny']['model']}, {sc['vit_tiny']['input_size']} px) | s/frame | speed-up |",
+                  "|---|---|---|"]
+        lines += [f"| {k} | {v['median_s']:.3f} | {v['speedup']:.2f} |" for k, v in sc["vit_tiny"]["encode"].items()]
+    if "compile" in sc and "not_measured" not in sc["compile"]:
+        c = sc["compile"]
+        lines += ["", "| torch.compile (toy encoder, child process) | value |", "|---|---|",
+                  f"| first call (compile) s | {c['compile_s']} |", f"| eager s/frame | {c['eager_s_per_frame']:.4f} |",
+                  f"| compiled s/frame | {c['compiled_s_per_frame']:.4f} |", f"| speed-up | {c['speedup']:.2f} |"]
+    if "speed" in sc and "bf16_mask_iou_vs_fp32" in sc["speed"]:
+        lines.append(f"\nbf16 vs fp32 masks (toy, box prompts): mean IoU {sc['speed']['bf16_mask_iou_vs_fp32']:.4f}")
     if "length" in sc:
-        lines += ["", "| video | frames | peak RSS MiB | before job MiB | wall s |", "|---|---|---|---|---|"]
-        lines += [f"| {k} s @ {v['fps']} fps | {v['frames']} | {v['peak_rss_mib']} | {v['baseline_rss_mib']} | "
-                  f"{v['wall_s']:.1f} |" for k, v in sc["length"].items()]
+        lines += ["", "| video | labelled frames | peak RSS MiB | before job MiB | wall s |", "|---|---|---|---|---|"]
+        lines += [f"| {k} s @ {v['fps']} fps ({v['video_frames']} frames), every {v['stride']}th labelled | "
+                  f"{v['frames']} | {v['peak_rss_mib']} | {v['baseline_rss_mib']} | {v['wall_s']:.1f} |"
+                  for k, v in sc["length"].items()]
     if res.get("serve_latency"):
         lines += ["", "| Serve clients | p50 ms | p99 ms | requests/s |", "|---|---|---|---|"]
         lines += [f"| {k} | {_fmt(v['p50_ms'])} | {_fmt(v['p99_ms'])} | {_fmt(sc['serve'][k]['requests_per_s'])} |"

@@ -22,6 +22,8 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 SCENARIOS = ("engine", "naive", "objects", "speed", "vit_tiny", "job", "actors", "length", "serve", "compile")
+# compile runs only when named: compiling the encoder on a CPU takes minutes
+DEFAULT_SCENARIOS = tuple(s for s in SCENARIOS if s != "compile")
 QUICK_TEST_SCENARIOS = ("engine", "naive", "job")
 
 # small random-weight ViT used where the trained toy is missing (--quick) and for the length
@@ -51,10 +53,13 @@ class Settings:
     scaling_objects: tuple[int, ...] = (1, 4, 16, 64)
     ab_frames: int = 16
     ab_reps: int = 3
+    ab_decode_prompts: int = 16
+    vit_tiny_decode_prompts: int = 4
     vit_tiny_frames: int = 2
     vit_tiny_objects: tuple[int, ...] = (1, 4, 16, 64)
     length_seconds: tuple[float, float] = (30.0, 600.0)
-    length_fps: int = 8
+    length_fps: int = 24
+    length_stride: int = 12                # label every 12th frame (2 per second): 1200 frames of a 10-min video
     length_size: tuple[int, int] = (120, 160)
     serve_clients: tuple[int, ...] = (1, 16)
     serve_seconds: float = 10.0
@@ -64,7 +69,7 @@ class Settings:
     @classmethod
     def quick(cls) -> "Settings":
         return cls(mode="quick", job_videos=1, job_frames=24, chunk_frames=16, overlap=2, engine_frames=8,
-                   naive_frames=3, scaling_frames=2, ab_frames=4, ab_reps=1, vit_tiny_frames=1,
+                   naive_frames=3, scaling_frames=2, ab_frames=4, ab_reps=1, ab_decode_prompts=4, vit_tiny_frames=1,
                    vit_tiny_objects=(1, 4), length_seconds=(2.0, 20.0), serve_seconds=3.0)
 
     @classmethod
@@ -197,23 +202,31 @@ def sc_objects(ctx: Context) -> None:
 
 
 def sc_speed(ctx: Context) -> None:
-    from hqseg_ray.bench.engine import ab_encode, count_sdpa_modules, encode_variants, mask_agreement, to_input
+    from hqseg_ray.bench.data import grid_boxes
+    from hqseg_ray.bench.engine import (ab_encode, count_sdpa_modules, decode_variants, encode_variants,
+                                        mask_agreement, to_input, track_like_prompt)
     from hqseg_ray.model.engine import SegEngine
 
     s, eng = ctx.settings, ctx.engine()
     frames, boxes = _frames(ctx, s.ab_frames)
     fin, orig = to_input(eng, frames)
     r = ab_encode(encode_variants(eng, fin, orig), s.ab_reps)
+    emb = eng.encode(fin[:1], original_sizes=orig[:1])
+    h, w = frames.shape[1:3]
+    prompts = [track_like_prompt(eng, 0, b) for b in grid_boxes(s.ab_decode_prompts, h, w)]
+    dec = ab_encode(decode_variants(eng, emb, prompts), s.ab_reps)
     bf16 = SegEngine(eng.sam, eng.config.model_copy(update={"dtype": "bfloat16"}), eng.info)
     ctx.results["speed"] = {"model": eng.label, "frames": len(frames), "attention_modules": count_sdpa_modules(eng),
-                            "variants": r, "bf16_mask_iou_vs_fp32": mask_agreement(eng, bf16, fin, orig, boxes)}
+                            "variants": r, "decode_prompts": len(prompts), "decode_variants": dec,
+                            "bf16_mask_iou_vs_fp32": mask_agreement(eng, bf16, fin, orig, boxes)}
 
 
 def sc_vit_tiny(ctx: Context) -> None:
     import time as _t
 
     from hqseg_ray.bench.data import grid_boxes
-    from hqseg_ray.bench.engine import ab_encode, count_sdpa_modules, encode_all, load_engine, object_scaling, to_input
+    from hqseg_ray.bench.engine import (ab_encode, count_sdpa_modules, decode_variants, encode_all, load_engine,
+                                        object_scaling, to_input, track_like_prompt)
     from hqseg_ray.config import ModelConfig
     from hqseg_ray.model.engine import SegEngine
 
@@ -236,19 +249,22 @@ def sc_vit_tiny(ctx: Context) -> None:
     ab = ab_encode(variants, 1)
     enc = ab["fp32"]["median_s"]
     h, w = frames.shape[1:3]
+    emb = eng.encode(fin[:1], original_sizes=orig[:1])
+    prompts = [track_like_prompt(eng, 0, b) for b in grid_boxes(s.vit_tiny_decode_prompts, h, w)]
+    dec = ab_encode(decode_variants(eng, emb, prompts, include_bf16=s.mode == "full"), 1)
     scal = object_scaling(eng, fin[:1], orig[:1], lambda k: grid_boxes(k, h, w), s.vit_tiny_objects)
     ctx.results["vit_tiny"] = {"model": eng.label, "input_size": eng.image_size, "frames": len(fin),
                                "encode": ab, "frames_per_s": 1.0 / enc, "vit_attention_modules": count_sdpa_modules(eng),
-                               "objects": scal}
+                               "decode_prompts": len(prompts), "decode_variants": dec, "objects": scal}
     del eng, bf16
 
 
-def _job_model_cfg(ctx: Context, manifest: str, out: Path, actors: int):
+def _job_model_cfg(ctx: Context, manifest: str, out: Path, actors: int, decode_cpus: float = 1.0):
     from hqseg_ray.bench.jobs import job_config
 
     s = ctx.settings
     return job_config(manifest, out, ctx.model, actors=actors, torch_threads=s.torch_threads,
-                      chunk_frames=s.chunk_frames, overlap=s.overlap)
+                      chunk_frames=s.chunk_frames, overlap=s.overlap, decode_cpus=decode_cpus)
 
 
 def sc_job(ctx: Context) -> None:
@@ -261,7 +277,8 @@ def sc_job(ctx: Context) -> None:
     eng = ctx.engine()
     tracker = in_process_tracker(eng, manifest, cfg)
     ppf = tracker["prompts_per_frame"]
-    agg = {"frames": 0, "prompts": 0, "encode_s": 0.0, "decode_s": 0.0, "postprocess_s": 0.0, "seconds": 0.0}
+    agg = {"frames": 0, "prompts": 0, "encode_s": 0.0, "decode_s": 0.0, "postprocess_s": 0.0, "seconds": 0.0,
+           "cpu_s": 0.0}
     for row in manifest_rows(manifest):
         frames = read_video_frames(row["video"])
         boxes = np.asarray([p["box"] for p in row["prompts"]], dtype=np.float64)
@@ -269,10 +286,18 @@ def sc_job(ctx: Context) -> None:
         for k in agg:
             agg[k] += r[k]
     agg["frames_per_s"] = agg["frames"] / agg["seconds"]
+    agg["cpu_s_per_frame"] = agg["cpu_s"] / agg["frames"]
     agg["prompts_per_frame"] = agg["prompts"] / agg["frames"]
     ctx.ray()
     job = run_measured_job(cfg, "1 actor")
-    ctx.results["job"] = {"engine_only": agg, "in_process_tracker": tracker, "job": job}
+    res = {"engine_only": agg, "in_process_tracker": tracker, "job": job}
+    if ctx.settings.mode == "full":
+        # Ray Data fuses the decode map into the segment actors when their remote args are equal
+        # (num_cpus 1, num_gpus 0 on a CPU machine): video decode then runs inside the actor, in
+        # series with encode. decode_cpus 0.5 keeps decode in its own tasks, overlapping encode.
+        cfg2 = _job_model_cfg(ctx, manifest, ctx.out / "jobs" / "actors1-unfused", 1, decode_cpus=0.5)
+        res["job_decode_tasks"] = run_measured_job(cfg2, "1 actor, decode in separate tasks")
+    ctx.results["job"] = res
 
 
 def sc_actors(ctx: Context) -> None:
@@ -296,14 +321,15 @@ def sc_length(ctx: Context) -> None:
     ctx.close()  # each length job gets a fresh Ray, so neither inherits the other's workers
     for secs in s.length_seconds:
         manifest = long_video(ctx.data_dir, secs, s.length_fps, s.length_size, s.seed)
-        cfg = job_config(str(manifest), ctx.out / "jobs" / f"length{int(secs)}", ctx.small_model, actors=1,
-                         torch_threads=s.torch_threads, chunk_frames=64, overlap=8)
+        cfg = job_config(str(manifest), ctx.out / "jobs" / f"length{int(secs)}", ctx.model, actors=1,
+                         torch_threads=s.torch_threads, chunk_frames=s.chunk_frames, overlap=s.overlap,
+                         stride=s.length_stride)
         start_ray(s.ray_cpus)
         try:
             r = run_measured_job(cfg, f"{secs:g} s video")
         finally:
             stop_ray()
-        r.update(video_seconds=secs, fps=s.length_fps)
+        r.update(video_seconds=secs, fps=s.length_fps, video_frames=int(round(secs * s.length_fps)))
         out[f"{secs:g}"] = r
     ctx.results["length"] = out
 
@@ -347,7 +373,7 @@ def run_bench(out: str | Path, settings: Settings, scenarios: Optional[list[str]
     from hqseg_ray.bench.report import derive, write_report
     from hqseg_ray.bench.system import load_avg, machine_info
 
-    chosen = list(scenarios or SCENARIOS)
+    chosen = list(scenarios or DEFAULT_SCENARIOS)
     unknown = [s for s in chosen if s not in RUNNERS]
     if unknown:
         raise ValueError(f"unknown scenario(s) {unknown}; known: {', '.join(SCENARIOS)}")

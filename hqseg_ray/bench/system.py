@@ -84,21 +84,24 @@ def load_avg() -> Optional[float]:
     return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
 
 
-def _tree_rss_psutil(root: int) -> int:
+def _tree_psutil(root: int) -> tuple[int, dict[int, float]]:
     import psutil
 
     try:
         proc = psutil.Process(root)
         procs = [proc] + proc.children(recursive=True)
     except psutil.Error:
-        return 0
-    total = 0
+        return 0, {}
+    total, cpu = 0, {}
     for p in procs:
         try:
-            total += p.memory_info().rss
+            with p.oneshot():
+                total += p.memory_info().rss
+                t = p.cpu_times()
+                cpu[p.pid] = t.user + t.system
         except psutil.Error:  # exited between listing and reading
             pass
-    return total
+    return total, cpu
 
 
 def _tree_rss_proc(root: int) -> int:
@@ -132,31 +135,55 @@ def tree_rss(root: Optional[int] = None) -> int:
     so this is an upper bound of the tree's footprint, the same way for every run compared."""
     root = os.getpid() if root is None else root
     try:
-        return _tree_rss_psutil(root)
+        return _tree_psutil(root)[0]
     except ImportError:
         return _tree_rss_proc(root)
 
 
+def tree_sample(root: Optional[int] = None) -> tuple[int, dict[int, float]]:
+    """(summed RSS bytes, {pid: CPU seconds so far}) of the tree; CPU times need psutil."""
+    root = os.getpid() if root is None else root
+    try:
+        return _tree_psutil(root)
+    except ImportError:
+        return _tree_rss_proc(root), {}
+
+
 class TreeMemory:
-    """Context manager: samples ``tree_rss()`` every ``interval_s`` and keeps the peak (bytes)."""
+    """Context manager: samples the process tree every ``interval_s``; keeps the peak summed RSS
+    (bytes) and the CPU seconds the tree used meanwhile (``cpu_s``: per process, last sample minus
+    its value at the start, so a worker that exits counts up to its last sample). CPU seconds do
+    not depend on how many other programs share the machine; wall seconds do."""
 
     def __init__(self, interval_s: float = 0.25):
         self.interval_s = interval_s
         self.baseline = 0
         self.peak = 0
         self.samples = 0
+        self._cpu0: dict[int, float] = {}
+        self._cpu: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
 
+    def _sample(self) -> None:
+        rss, cpu = tree_sample()
+        self.peak = max(self.peak, rss)
+        self._cpu.update(cpu)
+        self.samples += 1
+
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, tree_rss())
-            self.samples += 1
+            self._sample()
             self._stop.wait(self.interval_s)
 
+    @property
+    def cpu_s(self) -> float:
+        return sum(v - self._cpu0.get(pid, 0.0) for pid, v in self._cpu.items())
+
     def __enter__(self) -> "TreeMemory":
-        self.baseline = tree_rss()
+        self.baseline, self._cpu0 = tree_sample()
         self.peak = self.baseline
+        self._cpu = dict(self._cpu0)
         self._thread = threading.Thread(target=self._run, name="bench-rss", daemon=True)
         self._thread.start()
         return self
@@ -165,7 +192,7 @@ class TreeMemory:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        self.peak = max(self.peak, tree_rss())
+        self._sample()
 
 
 class Timer:
