@@ -55,6 +55,13 @@ def test_click_flow_matches_engine(client, engine):
         np.testing.assert_array_equal(rle_decode(got), masks[0], err_msg=f"click {k}")
         assert got["score"] == pytest.approx(float(scores[0]), abs=1e-4)
         prev_id, prev_logits = got["mask_id"], low_res[0].astype(np.float16).astype(np.float32)
+    # per-request decoder options
+    for multimask, hq_only in [(True, False), (False, True)]:
+        r = client.post(f"/v1/images/{image_id}/segment", json={
+            "prompts": [{"points": [[60, 50]], "labels": [1]}], "multimask": multimask, "hq_token_only": hq_only})
+        masks, _, _ = engine.decode(emb, [Prompt(points=[[60, 50]], labels=[1])], multimask=multimask,
+                                    hq_token_only=hq_only)
+        np.testing.assert_array_equal(rle_decode(r.json()["masks"][0]), masks[0])
 
 
 def test_four_concurrent_clicks_are_one_batch(client):
