@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import socket
 
 import numpy as np
@@ -95,8 +96,9 @@ def server(model_config, allowed_dir, tmp_path_factory):
     port = free_port()
     # a private local cluster: other tests and jobs on this machine may run their own Ray, and
     # ray.init() would join theirs; its own temp dir keeps theirs from joining ours
+    temp_dir = f"/tmp/hqs{os.getpid()}"  # short: Ray's socket paths live under it
     ray.init(address="local", num_cpus=4, include_dashboard=False,  # logical: room for a bulk job
-             _temp_dir=f"/tmp/hqs{os.getpid()}",
+             _temp_dir=temp_dir,
              runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -109,6 +111,7 @@ def server(model_config, allowed_dir, tmp_path_factory):
     finally:
         serve.shutdown()
         ray.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.fixture
