@@ -20,7 +20,8 @@ class BenchCommand:
         p.add_argument("--out", default="bench-out", metavar="DIR",
                        help="output folder: bench.json, bench.md, *.png, job outputs")
         p.add_argument("--scenarios", default=None, metavar="A,B,...",
-                       help=f"comma-separated subset of: {', '.join(SCENARIOS)} (default: all)")
+                       help=f"comma-separated subset of: {', '.join(SCENARIOS)}; 'all' adds compile to the "
+                       "default (every scenario but compile, whose CPU compile takes minutes)")
         p.add_argument("--data-dir", default=None, metavar="DIR",
                        help="where the synthetic videos are generated and reused (default: <cache>/bench-data)")
         p.add_argument("--threads", type=int, default=1,

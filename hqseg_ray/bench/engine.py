@@ -134,7 +134,7 @@ def engine_boxes(engine, frames: np.ndarray, boxes: np.ndarray) -> dict:
 
 
 def object_scaling(engine, frames_in: np.ndarray, originals, boxes_for: Callable[[int], np.ndarray],
-                   ks: Sequence[int], reps: int = 1) -> dict:
+                   ks: Sequence[int], reps: int = 1, warmup: bool = True) -> dict:
     """Decoder + postprocess seconds per frame for k track-like prompts per frame, for each k, and
     the encode seconds per frame, measured in the same rounds (encode, then every k, ``reps``
     times; medians), so that load from other processes hits both alike.
@@ -142,15 +142,18 @@ def object_scaling(engine, frames_in: np.ndarray, originals, boxes_for: Callable
     The marginal cost per extra object is the least-squares slope over k, reported in seconds
     and as a fraction of one frame's encode."""
     n = len(frames_in)
-    emb = encode_all(engine, frames_in, originals)  # warm-up (one decoder call is decode_batch prompts)
-    _decode_and_post(engine, emb, [track_like_prompt(engine, 0, b)
-                                   for b in boxes_for(max(ks))[:engine.config.decode_batch]])
     enc_times: list[float] = []
     dec_times: dict[int, list[float]] = {k: [] for k in ks}
+    emb = None
+    if warmup:  # skipped for big encoders (one vit_b encode is many seconds here)
+        emb = encode_all(engine, frames_in, originals)
     for _ in range(reps):
         with Timer() as t:
             emb = encode_all(engine, frames_in, originals)
         enc_times.append(t.s / n)
+        if len(enc_times) == 1:  # warm-up of the decoder (one call is decode_batch prompts)
+            _decode_and_post(engine, emb, [track_like_prompt(engine, 0, b)
+                                           for b in boxes_for(max(ks))[:engine.config.decode_batch]])
         for k in ks:
             boxes = boxes_for(k)
             total = 0.0

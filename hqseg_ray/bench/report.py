@@ -71,8 +71,9 @@ def derive(r: dict) -> dict:
     cost = {}
     if r.get("objects"):
         cost["toy"] = r["objects"]["marginal_fraction_of_encode"]
-    if r.get("vit_tiny"):
-        cost["vit_tiny"] = r["vit_tiny"]["objects"]["marginal_fraction_of_encode"]
+    for key in ("vit_tiny", "vit_b"):
+        if r.get(key):
+            cost[key] = r[key]["objects"]["marginal_fraction_of_encode"]
     out["object_cost"] = cost or None
     jobs = {}
     if job:
@@ -175,9 +176,9 @@ def markdown(res: dict) -> str:
         lines += ["", "| objects | naive frames/s | engine frames/s | speed-up |", "|---|---|---|---|"]
         for k, v in sc["naive"]["per_objects"].items():
             lines.append(f"| {k} | {v['naive_frames_per_s']:.2f} | {v['engine_frames_per_s']:.2f} | {v['speedup']:.2f} |")
-    for key, label in (("objects", "toy"), ("vit_tiny", "vit_tiny")):
+    for key, label in (("objects", "toy"), ("vit_tiny", "vit_tiny"), ("vit_b", "vit_b")):
         o = sc.get(key)
-        if key == "vit_tiny" and o:
+        if key != "objects" and o:
             o = o["objects"]
         if o:
             lines += ["", f"| objects/frame ({label}) | decode+masks s/frame |", "|---|---|"]
@@ -233,7 +234,8 @@ def plots(res: dict, out: Path) -> list[str]:
         written.append(name)
 
     curves = [(lab, sc[key] if key == "objects" else sc[key]["objects"]) for key, lab in
-              (("objects", "toy"), ("vit_tiny", "vit_tiny (random, 1024 px)")) if sc.get(key)]
+              (("objects", "toy"), ("vit_tiny", "vit_tiny (random, 1024 px)"), ("vit_b", "vit_b (random, 1024 px)"))
+              if sc.get(key)]
     if curves:
         fig, axes = plt.subplots(1, len(curves), figsize=(5.5 * len(curves), 4), squeeze=False)
         for ax, (lab, o) in zip(axes[0], curves):
