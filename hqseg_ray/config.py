@@ -273,10 +273,16 @@ class TrackerConfig(_Strict):
     flow_max_corners: int = Field(
         40, ge=4, le=500, description="Feature points (cv2.goodFeaturesToTrack) tracked per object per step.")
     flow_min_points: int = Field(
-        3, ge=1, description="Below this many successfully tracked points the motion is taken as zero.")
+        3, ge=1, description="Below this many successfully tracked points the object's velocity (from its recent "
+        "masks) is used as its motion instead.")
     min_score: float = Field(
         0.5, ge=0.0, le=1.0,
-        description="Predicted IoU below this marks the object occluded on that frame (no mask emitted).")
+        description="A predicted IoU below min(min_score, min_score_ratio x the object's recent median score) "
+        "marks the object occluded on that frame (no mask emitted).")
+    min_score_ratio: float = Field(
+        0.7, ge=0.0, le=1.0,
+        description="Relative part of the occlusion score test, so that a model whose scores run low (a small "
+        "or early model) is judged against its own typical score for the object.")
     min_area_ratio: float = Field(
         0.2, ge=0.0, le=1.0,
         description="An area below this fraction of the object's recent median area marks it occluded.")
@@ -297,7 +303,11 @@ class TrackerConfig(_Strict):
         description="While occluded, candidate boxes of the object's typical size, enlarged by this fraction "
         "per side (plus the same again per 8 lost frames), are tried along its extrapolated path and around it.")
     reacquire_min_score: float = Field(
-        0.7, ge=0.0, le=1.0, description="Predicted IoU needed to re-acquire an occluded object.")
+        0.7, ge=0.0, le=1.0,
+        description="Re-acquiring an occluded object needs a predicted IoU of at least min(reacquire_min_score, "
+        "reacquire_score_ratio x its median score while it was visible).")
+    reacquire_score_ratio: float = Field(
+        0.9, ge=0.0, le=1.0, description="Relative part of the re-acquisition score test (see reacquire_min_score).")
     reacquire_min_area_ratio: float = Field(
         0.3, ge=0.0, le=1.0,
         description="A re-acquired mask must have at least this fraction of the last good area (and at "

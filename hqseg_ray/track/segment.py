@@ -123,7 +123,8 @@ class SegmentCommand:
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         p.add_argument("video", help="video file, frame folder or image (path, file://, s3://, gs://)")
         p.add_argument("--prompts", metavar="FILE",
-                       help="one manifest row as JSON ({video, video_id, prompts}); omit for automatic mode")
+                       help="one manifest row as JSON ({video, video_id, prompts}); without it the video is "
+                       "labelled in automatic mode (a row with an empty prompt list needs auto.enabled=true)")
         p.add_argument("--out", required=True, metavar="DIR",
                        help="output directory: DIR/masks/video_id=<id>/part-0.parquet (+ DIR/overlay/<id>.mp4)")
         p.add_argument("--overlay", action="store_true", help="also write an overlay MP4 of the masks")
@@ -152,7 +153,7 @@ class SegmentCommand:
                 raise ValueError(f"--prompts {args.prompts!r} is not valid JSON: {exc}") from None
             if not isinstance(row, dict):
                 raise ValueError(f"--prompts {args.prompts!r} must hold one manifest row (a JSON object)")
-        if row.get("auto"):
+        if row.get("auto") or not args.prompts:
             config = config.model_copy(update={"auto": config.auto.model_copy(update={"enabled": True})})
         vid = row.get("video_id") or video_id_from_uri(args.video)
         engine = SegEngine.load(config.model)

@@ -117,10 +117,12 @@ def accept(state: Optional[ObjectState], area: int, score: float, cfg: TrackerCo
     if area < max(1, cfg.min_area):
         return False
     ref = float(np.median(state.areas[-cfg.area_window:])) if state is not None and state.areas else None
+    ref_score = float(np.median(state.scores[-cfg.area_window:])) if state is not None and state.scores else 1.0
     if state is not None and state.lost > 0:
-        lo, min_score = cfg.reacquire_min_area_ratio, cfg.reacquire_min_score
+        lo = cfg.reacquire_min_area_ratio
+        min_score = min(cfg.reacquire_min_score, cfg.reacquire_score_ratio * ref_score)
     else:
-        lo, min_score = cfg.min_area_ratio, cfg.min_score
+        lo, min_score = cfg.min_area_ratio, min(cfg.min_score, cfg.min_score_ratio * ref_score)
     if score < min_score:
         return False
     if ref is None:
@@ -135,10 +137,11 @@ def visible_state(prev: Optional[ObjectState], template: ObjectState, frame_inde
     (None or ignored for seeds, which restart the area history)."""
     area = int(mask.sum())
     if seed or prev is None:
-        areas, vel, dist = [area], (prev.velocity if prev is not None else np.zeros(2)), 0
+        areas, vel, dist, scores = [area], (prev.velocity if prev is not None else np.zeros(2)), 0, [float(score)]
     else:
         ref = float(np.median(prev.areas[-cfg.area_window:])) if prev.areas else 0.0
         areas = (prev.areas + [area])[-cfg.area_window:]
+        scores = (list(prev.scores) + [float(score)])[-cfg.area_window:]
         vel = prev.velocity
         box = mask_to_box(mask)
         if prev.lost == 0 and area >= 0.7 * ref:  # observed motion, unless the object is being cut off
@@ -147,7 +150,7 @@ def visible_state(prev: Optional[ObjectState], template: ObjectState, frame_inde
         dist = prev.seed_distance + 1
     return replace(template, frame_index=int(frame_index), logits=np.asarray(logits, np.float32), mask=mask,
                    box=mask_to_box(mask), areas=areas, velocity=np.asarray(vel, np.float64), lost=0,
-                   score=float(score), seed_distance=dist)
+                   score=float(score), seed_distance=dist, scores=scores)
 
 
 def occluded_state(prev: ObjectState, frame_index: int) -> ObjectState:
@@ -156,47 +159,57 @@ def occluded_state(prev: ObjectState, frame_index: int) -> ObjectState:
 
 
 def exclusive(jobs: list, masks: list[np.ndarray], scores, oks: list[bool], max_overlap: float) -> list[bool]:
-    """Reject propagated masks that are mostly another object's mask on the same frame.
+    """Keep two objects of one frame from claiming the same pixels.
 
-    Priority: seeds > visible tracks > re-acquisitions; between visible tracks the mask more
-    consistent with the object's previous mask (moved by its motion; a mask bleeding into its
-    neighbour is not), then the higher predicted IoU. A re-acquired mask loses when more than
-    ``max_overlap`` of its pixels lie inside a mask of higher priority; a visible track's mask
-    when its IoU with one exceeds ``max_overlap`` (an object inside another's hole, or in front of
-    it, is legitimately contained in that mask).
+    A re-acquired mask loses when more than ``max_overlap`` of its pixels lie inside the mask of a
+    seed or a visible track. Two masks of which neither is a re-acquisition conflict when their
+    IoU exceeds ``max_overlap`` (an object inside another's hole, or in front of it, is
+    legitimately contained in that mask): a seed wins; between two propagated tracks the one
+    that jumped loses -- its new mask overlaps the other's previous mask (moved by that object's
+    motion) more than its own -- else the one less consistent with its previous mask, else the
+    lower predicted IoU.
     """
-    def consistency(k: int, j) -> float:
-        if j.mode == "seed" or j.prev.lost > 0 or not oks[k]:
-            return 0.0
-        m = j.motion or Motion()
-        prev = shift_mask(j.prev.mask, m.dx, m.dy)
-        union = np.logical_or(prev, masks[k]).sum()
-        return float(np.logical_and(prev, masks[k]).sum()) / union if union else 0.0
-
-    rank = [(2 if j.mode == "seed" else (1 if j.prev.lost == 0 else 0), consistency(k, j), float(scores[k]))
+    n = len(jobs)
+    prop = [j.mode != "seed" and j.prev.lost == 0 and oks[k] for k, j in enumerate(jobs)]
+    prev = [shift_mask(j.prev.mask, (j.motion or Motion()).dx, (j.motion or Motion()).dy) if prop[k] else None
             for k, j in enumerate(jobs)]
+    klass = [2 if j.mode == "seed" else (1 if j.prev.lost == 0 else 0) for j in jobs]
+    areas = [int(m.sum()) for m in masks]
     boxes = [mask_to_box(m) if ok else None for m, ok in zip(masks, oks)]
+
+    def iou(a: np.ndarray, b: np.ndarray) -> float:
+        u = np.logical_or(a, b).sum()
+        return float(np.logical_and(a, b).sum()) / u if u else 0.0
+
     out = list(oks)
-    for a, job in enumerate(jobs):
-        if not oks[a] or job.mode == "seed":
-            continue
-        area = masks[a].sum()
-        for b in range(len(jobs)):
-            if b == a or not oks[b] or rank[b] <= rank[a]:
+    for a in range(n):
+        for b in range(a + 1, n):
+            if not (out[a] and out[b]) or boxes[a] is None or boxes[b] is None:
                 continue
-            x1, y1 = max(boxes[a][0], boxes[b][0]), max(boxes[a][1], boxes[b][1])
-            x2, y2 = min(boxes[a][2], boxes[b][2]), min(boxes[a][3], boxes[b][3])
-            if x2 <= x1 or y2 <= y1:
+            if min(boxes[a][2], boxes[b][2]) <= max(boxes[a][0], boxes[b][0]) or \
+                    min(boxes[a][3], boxes[b][3]) <= max(boxes[a][1], boxes[b][1]):
                 continue
-            ys, xs = slice(int(y1), int(y2)), slice(int(x1), int(x2))
-            inter = np.logical_and(masks[a][ys, xs], masks[b][ys, xs]).sum()
-            if rank[a][0] == 0:  # re-acquisition: landing mostly on another object is a jump to it
-                jumped = inter > max_overlap * area
-            else:  # two visible tracks claim the same pixels (containment alone is legitimate)
-                jumped = inter > max_overlap * (area + masks[b].sum() - inter)
-            if jumped:
-                out[a] = False
-                break
+            inter = int(np.logical_and(masks[a], masks[b]).sum())
+            if klass[a] == 0 or klass[b] == 0:  # a re-acquisition landing on another object
+                lo = a if klass[a] < klass[b] or (klass[a] == klass[b] and scores[a] < scores[b]) else b
+                if inter > max_overlap * areas[lo]:
+                    out[lo] = False
+                continue
+            if inter <= max_overlap * (areas[a] + areas[b] - inter):
+                continue
+            if klass[a] != klass[b]:
+                out[a if klass[a] < klass[b] else b] = False
+                continue
+            if klass[a] == 2:
+                continue  # two prompts on the same pixels: the user said so
+            jump_a = iou(masks[a], prev[b]) > iou(masks[a], prev[a])
+            jump_b = iou(masks[b], prev[a]) > iou(masks[b], prev[b])
+            if jump_a != jump_b:
+                out[a if jump_a else b] = False
+            else:
+                ka = (iou(masks[a], prev[a]), float(scores[a]))
+                kb = (iou(masks[b], prev[b]), float(scores[b]))
+                out[a if ka < kb else b] = False
     return out
 
 

@@ -125,6 +125,7 @@ class ObjectState:
         lost: consecutive frames without a good mask (0 = visible on ``frame_index``).
         score: predicted IoU of the last good mask.
         seed_distance: frames from the seed this state was propagated from.
+        scores: predicted IoU of recent good masks, newest last.
     """
 
     track_id: int
@@ -139,6 +140,7 @@ class ObjectState:
     lost: int = 0
     score: float = 1.0
     seed_distance: int = 0
+    scores: list[float] = field(default_factory=list)
 
     def to_dict(self, chunk_index: int) -> dict:
         """Plain dict (numpy arrays, lists, ints; mask as RLE) that survives Ray / pickle."""
@@ -149,7 +151,8 @@ class ObjectState:
                 "logits": np.asarray(self.logits, np.float32), "mask": rle_encode(self.mask),
                 "box": [float(v) for v in self.box], "areas": [int(a) for a in self.areas],
                 "velocity": [float(v) for v in self.velocity], "lost": int(self.lost),
-                "score": float(self.score), "seed_distance": int(self.seed_distance)}
+                "score": float(self.score), "seed_distance": int(self.seed_distance),
+                "scores": [float(s) for s in self.scores]}
 
     @classmethod
     def from_dict(cls, d: dict) -> "ObjectState":
@@ -164,7 +167,8 @@ class ObjectState:
                    areas=list(d.get("areas") or [int(rle_decode(d["mask"]).sum())]),
                    velocity=np.asarray(d.get("velocity", [0.0, 0.0]), np.float64),
                    lost=int(d.get("lost", 0)), score=float(d.get("score", 1.0)),
-                   seed_distance=int(d.get("seed_distance", 0)))
+                   seed_distance=int(d.get("seed_distance", 0)),
+                   scores=[float(s) for s in d.get("scores") or [d.get("score", 1.0)]])
 
 
 def as_tracking_config(config: Any) -> TrackingConfig:
