@@ -102,19 +102,17 @@ class SegmentStage:
         import json
 
         from hqseg_ray.prompts import PromptSpec
-        from hqseg_ray.track import track_chunk
 
         frames = np.asarray(row["frames"], dtype=np.uint8)
         idx = np.asarray(row["frame_indices"], dtype=np.int64)
         original = tuple(int(v) for v in row["original_size"])
         prompts = [PromptSpec.model_validate(p) for p in json.loads(as_str(row["prompts_json"]) or "[]")]
         relay_in = k > 0 and self.relay.job_id is not None
-        emb, encode_s = None, 0.0
-        if prompts or relay_in or row.get("auto") or self.config.auto.enabled:
-            # encode before waiting on the relay: the wait then overlaps the previous chunk's work
-            t0 = time.perf_counter()
-            emb = self.engine.encode(frames, original_sizes=[original] * len(frames))
-            encode_s = time.perf_counter() - t0
+        needed = bool(prompts or relay_in or row.get("auto") or self.config.auto.enabled)
+        # encode before waiting on the relay: the wait then overlaps the previous chunk's work
+        t0 = time.perf_counter()
+        emb = self.encode_ahead(frames, original) if needed else None
+        encode_s = time.perf_counter() - t0
         carry, wait_s = None, 0.0
         if relay_in:
             t1 = time.perf_counter()
@@ -128,7 +126,19 @@ class SegmentStage:
         cfg = self.config.tracking()
         if row.get("auto") and not cfg.auto.enabled:
             cfg = cfg.model_copy(update={"auto": cfg.auto.model_copy(update={"enabled": True})})
-        result = track_chunk(self.engine, frames, idx, prompts, cfg, carry_in=carry, chunk_index=k, video_id=vid,
-                             overlap_next=int(row["overlap_next"]), original_size=original, embeddings=emb)
+        result = self.run_tracker(frames, idx, prompts, cfg, carry, chunk_index=k, video_id=vid,
+                                  overlap_next=int(row["overlap_next"]), original_size=original, embeddings=emb)
         self.relay.put(vid, k, result.carry_out)
+        if emb is None:  # encoded elsewhere (the Serve backend): take the tracker's own timing
+            encode_s = float(result.stats.get("encode_s", 0.0))
         return result, {"encode_s": encode_s, "relay_wait_s": wait_s}
+
+    # the two steps a backend may run elsewhere (hqseg_ray.serve.client.ServeSegmentStage)
+    def encode_ahead(self, frames: np.ndarray, original: tuple[int, int]):
+        """Encode the chunk's frames (uint8 ``[N, h, w, 3]`` at model input size) before the relay wait."""
+        return self.engine.encode(frames, original_sizes=[original] * len(frames))
+
+    def run_tracker(self, frames, frame_indices, prompts, cfg, carry, **kwargs):
+        from hqseg_ray.track import track_chunk
+
+        return track_chunk(self.engine, frames, frame_indices, prompts, cfg, carry_in=carry, **kwargs)

@@ -15,7 +15,6 @@ worker of the job is). ``ServeSegmentStage`` is the drop-in Ray Data stage for `
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any, Optional
 
 from hqseg_ray.serve import ENGINE_DEPLOYMENT
@@ -67,8 +66,9 @@ class _RemoteEngineInfo:
 class ServeSegmentStage(_segment_stage_base()):
     """``SegmentStage`` whose tracking runs on the Serve application ``config.segment.serve_app``.
 
-    Same rows in, same rows out; the actor holds no model (``num_gpus=0``). The relay works as in
-    ``SegmentStage``; the chunk is encoded on the replica after the relay wait, not before it.
+    Same rows in, same rows out; the actor holds no model (``num_gpus=0``). Everything but the two
+    steps it overrides (``encode_ahead``, ``run_tracker``) is ``SegmentStage``'s, relay included;
+    the chunk is encoded on the replica after the relay wait, not before it.
     """
 
     def __init__(self, config_json: str, job_id: Optional[str] = None):
@@ -80,33 +80,9 @@ class ServeSegmentStage(_segment_stage_base()):
         super().__init__(config_json, job_id, engine=_RemoteEngineInfo(info, app_name))
         self._app_name = app_name
 
-    def _track(self, row: dict, vid: str, k: int):
-        import json
+    def encode_ahead(self, frames, original):
+        return None  # the replica encodes; frames travel once, with the chunk
 
-        import numpy as np
-
-        from hqseg_ray.pipeline.stages import as_str
-        from hqseg_ray.pipeline.segment import FAILED
-        from hqseg_ray.prompts import PromptSpec
-
-        frames = np.asarray(row["frames"], dtype=np.uint8)
-        idx = np.asarray(row["frame_indices"], dtype=np.int64)
-        original = tuple(int(v) for v in row["original_size"])
-        prompts = [PromptSpec.model_validate(p) for p in json.loads(as_str(row["prompts_json"]) or "[]")]
-        carry, wait_s = None, 0.0
-        if k > 0 and self.relay.job_id is not None:
-            t0 = time.perf_counter()
-            found, carry = self.relay.get(vid, k - 1)
-            wait_s = time.perf_counter() - t0
-            if not found:
-                logger.warning("video %r chunk %d: no states from chunk %d after %.0f s", vid, k, k - 1, wait_s)
-            if carry == FAILED:
-                raise RuntimeError(f"chunk {k - 1} of this video failed")
-        cfg = self.config.tracking()
-        if row.get("auto") and not cfg.auto.enabled:
-            cfg = cfg.model_copy(update={"auto": cfg.auto.model_copy(update={"enabled": True})})
-        result = segment_chunk_via_serve(self._app_name, frames, idx, prompts, cfg, carry, handle=self._handle,
-                                         chunk_index=k, video_id=vid, overlap_next=int(row["overlap_next"]),
-                                         original_size=original)
-        self.relay.put(vid, k, result.carry_out)
-        return result, {"encode_s": float(result.stats.get("encode_s", 0.0)), "relay_wait_s": wait_s}
+    def run_tracker(self, frames, frame_indices, prompts, cfg, carry, embeddings=None, **kwargs):
+        return segment_chunk_via_serve(self._app_name, frames, frame_indices, prompts, cfg, carry,
+                                       handle=self._handle, **kwargs)
