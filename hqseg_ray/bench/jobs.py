@@ -4,9 +4,7 @@ For each job the benchmark records:
 
 * ``wall_s``: ``run_job`` from call to return (pipeline start-up and the segment actors' model
   load included; ``ray.init`` is not). ``frames_per_s`` = unique labelled frames / ``wall_s``.
-* ``steady_frames_per_s``: frames of the videos finished after the first one, divided by the time
-  between the first and the last video's status row reaching the driver: throughput once the
-  pipeline is full, without start-up.
+* ``first_video_done_s``: when the first video's status row reached the driver.
 * ``actor_s``: the segment actors' busy seconds (status table ``seconds``: encode + relay wait +
   track per chunk), and ``relay_wait_s`` / ``stitch_s`` from the status table.
 * ``peak_rss`` / ``baseline_rss``: summed RSS of this process tree (driver, GCS, raylet, workers).
@@ -104,9 +102,6 @@ def run_measured_job(config, label: str) -> dict:
         raise RuntimeError(f"bench job {label!r}: {len(failed)} video(s) failed: {failed[:3]}")
     frames = {r["video_id"]: int(r["frames"] or 0) for r in rows}
     order = sorted(handler.times.items(), key=lambda kv: kv[1])
-    steady = None
-    if len(order) >= 2 and order[-1][1] > order[0][1]:
-        steady = sum(frames.get(v, 0) for v, _ in order[1:]) / (order[-1][1] - order[0][1])
     total = sum(frames.values())
     actors = config.compute.segment_actors_max
     relay = sum(float(r["relay_wait_s"] or 0) for r in rows)
@@ -116,7 +111,6 @@ def run_measured_job(config, label: str) -> dict:
         "actors": actors, "torch_threads": config.compute.torch_threads,
         "wall_s": round(t.s, 3), "frames_per_s": total / t.s,
         "first_video_done_s": round(order[0][1] - t_start, 3) if order else None,
-        "steady_frames_per_s": steady,
         "actor_s": round(sum(float(r["seconds"] or 0) for r in rows), 3),
         "encode_s": round(sum(float(r["encode_s"] or 0) for r in rows), 3),
         "relay_wait_s": round(relay, 3), "stitch_s": round(stitch, 3),
