@@ -317,6 +317,10 @@ class TrackerConfig(_Strict):
         description="Cut each mask (and its low-res logits) to its prompt box: the moved box grown by box_margin, "
         "a prompt's box grown by box_margin, or a re-acquisition candidate. Keeps a mask from bleeding into "
         "the background or a neighbour frame after frame; legitimate growth is bounded by box_margin per frame.")
+    non_overlap: bool = Field(
+        True,
+        description="Give each pixel claimed by several objects' masks on a frame to the object with the highest "
+        "logit there, so that one object's mask does not swallow another in front of it or inside it.")
     max_overlap: float = Field(
         0.5, ge=0.0, le=1.0,
         description="Identity guard between objects of one frame: a re-acquired mask with more than this fraction "

@@ -377,6 +377,8 @@ class _ChunkRun:
         scores = [float(all_scores[i]) for i in pick]
         logits = [all_logits[i] for i in pick]
         oks = exclusive(jobs, masks, scores, [all_ok[i] for i in pick], self.tcfg.max_overlap)
+        if self.tcfg.non_overlap:
+            masks = self._resolve_overlaps(t, masks, oks, logits_t, pick)
         out: list[Optional[ObjectState]] = []
         visible = []
         for k, job in enumerate(jobs):
@@ -401,6 +403,24 @@ class _ChunkRun:
         if visible:
             for (tid, _), rle in zip(visible, rle_encode_many(np.stack([m for _, m in visible]))):
                 self.entries[t][tid].rle = rle
+        return out
+
+    def _resolve_overlaps(self, t: int, masks: list, oks: list[bool], logits_t, pick: list[int]) -> list:
+        """Pixels in several kept masks go to the object with the highest logit there."""
+        vis = [k for k in range(len(masks)) if oks[k]]
+        if len(vis) < 2:
+            return masks
+        stack = np.stack([masks[k] for k in vis])
+        if not (stack.sum(0) > 1).any():
+            return masks
+        import torch
+
+        sel = logits_t.index_select(0, torch.as_tensor([pick[k] for k in vis], device=logits_t.device))
+        full = np.asarray(self.engine.postprocess(self.emb, [t] * len(vis), sel, return_logits=True))
+        win = np.where(stack, full, -np.inf).argmax(0)
+        out = list(masks)
+        for i, k in enumerate(vis):
+            out[k] = masks[k] & (win == i)
         return out
 
     # -- result -----------------------------------------------------------------------------------
