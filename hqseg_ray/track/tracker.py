@@ -223,7 +223,8 @@ class _ChunkRun:
             tr = self._new_track(None, "auto")
             m = found.masks[k]
             st = ObjectState(tr.info.track_id, None, "auto", self.fidx[0], found.logits[k], m, mask_to_box(m),
-                             [int(m.sum())], np.zeros(2), 0, float(found.scores[k]), 0)
+                             [int(m.sum())], np.zeros(2), 0, float(found.scores[k]), 0,
+                             [float(found.scores[k])])
             self._add_seed(tr, _Seed(0, "auto", state=st))
         self.stats["discover_s"] += time.perf_counter() - t0
         self.stats["discovered"] = len(found)

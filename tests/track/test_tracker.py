@@ -180,3 +180,33 @@ def test_random_weight_engine_runs_the_whole_path(video):
     assert eng.stats["encoded_frames"] == n
     assert res.stats["decode_calls"] >= n
     assert len(res.carry_out["objects"]) >= 1
+
+
+def test_auto_mode_discovers_and_tracks_without_prompts(video):
+    eng = OracleEngine(video.annotations, video.frames)
+    cfg = TrackingConfig.model_validate({"auto": {"enabled": True, "points_per_side": 16, "stability_thresh": 0.6}})
+    res = track_chunk(eng, video.frames[:8], range(8), [], cfg)
+    assert sorted(i.kind for i in res.tracks.values()) == ["auto"] * len(video.objects)
+    assert {e.source for ent in res.entries for e in ent.values()} == {"auto"}
+    found = [max(mask_iou(rle_decode(res.entries[7][tid].rle), video.mask(7, o)) for o in video.objects)
+             for tid in res.tracks if res.entries[7][tid].rle is not None]
+    assert len(found) == len(video.objects) and min(found) > 0.8
+
+
+def test_carry_in_from_before_the_chunk_continues_the_track(video):
+    """No overlap: the carried state is from the frame before the chunk (relay without overlap)."""
+    eng = OracleEngine(video.annotations, video.frames)
+    first = track_chunk(eng, video.frames[:10], range(10), frame0_prompts(video), chunk_index=0)
+    second = track_chunk(eng, video.frames[10:20], range(10, 20), [], carry_in=first.carry_out, chunk_index=1)
+    assert sorted(i.object_id for i in second.tracks.values()) == sorted(video.objects)
+    assert all(i.carried_from == (0, i.track_id) for i in second.tracks.values())
+    for tid, info in second.tracks.items():
+        assert mask_iou(rle_decode(second.entries[0][tid].rle), video.mask(10, info.object_id)) > 0.8
+
+
+def test_carry_in_from_another_model_is_refused(video):
+    eng = OracleEngine(video.annotations, video.frames)
+    first = track_chunk(eng, video.frames[:4], range(4), frame0_prompts(video))
+    other = OracleEngine(video.annotations, video.frames, low_res=32)
+    with pytest.raises(ValueError, match="carried-in logits have shape"):
+        track_chunk(other, video.frames[3:8], range(3, 8), [], carry_in=first.carry_out, chunk_index=1)
