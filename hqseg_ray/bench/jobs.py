@@ -118,6 +118,8 @@ def run_measured_job(config, label: str) -> dict:
         "overhead_of_actor_time": (relay + stitch) / (t.s * actors),
         "workers": sorted({w for r in rows for w in (r["workers"] or "").split(",") if w}),
         "peak_rss_mib": round(mem.peak / 2**20, 1), "baseline_rss_mib": round(mem.baseline / 2**20, 1),
+        "peak_rss_mib_by_process": {k: round(v / 2**20, 1) for k, v in
+                                    sorted(mem.peak_by_process.items(), key=lambda kv: -kv[1])},
         "ray_data_plan": handler.plan, "decode_cpus": config.compute.decode_cpus,
         "cpus_per_actor": config.compute.cpus_per_actor, "stride": config.chunking.stride,
         "rss_samples": mem.samples, "cpu_s": round(mem.cpu_s, 2), "cpu_s_per_frame": mem.cpu_s / max(total, 1), "summary_wall_s": round(summary.wall_s, 3),

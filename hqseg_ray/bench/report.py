@@ -214,6 +214,11 @@ def markdown(res: dict) -> str:
         lines += [f"| {k} s @ {v['fps']} fps ({v['video_frames']} frames), every {v['stride']}th labelled | "
                   f"{v['frames']} | {v['peak_rss_mib']} | {v['baseline_rss_mib']} | {v['wall_s']:.1f} |"
                   for k, v in sc["length"].items()]
+        for k, v in sc["length"].items():
+            top = list((v.get("peak_rss_mib_by_process") or {}).items())[:4]
+            if top:
+                lines.append(f"\n{k} s video, biggest processes at the peak (MiB): "
+                             + ", ".join(f"`{name}` {mib}" for name, mib in top))
     if res.get("serve_latency"):
         lines += ["", "| Serve clients | p50 ms | p99 ms | requests/s |", "|---|---|---|---|"]
         lines += [f"| {k} | {_fmt(v['p50_ms'])} | {_fmt(v['p99_ms'])} | {_fmt(sc['serve'][k]['requests_per_s'])} |"

@@ -84,8 +84,31 @@ def load_avg() -> Optional[float]:
     return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
 
 
-def _tree_psutil(root: int) -> tuple[int, dict[int, float]]:
-    import psutil
+def _label(p) -> str:
+    """A short name for a process: Ray's process title (``ray::MapWorker(...)``, ``ray::IDLE``; it
+    changes when an idle worker becomes an actor, so it is read at every sample) or the program."""
+    try:
+        cmd = p.cmdline()
+        first = cmd[0] if cmd else p.name()
+    except Exception:  # noqa: BLE001 -- exited or not readable
+        return "?"
+    if first.startswith("ray::"):
+        return first[:80]
+    return (os.path.basename(first) + (" " + os.path.basename(cmd[1]) if len(cmd) > 1 and "python" in first else ""))[:80]
+
+
+def _psutil():
+    """psutil if installed, else the copy Ray ships (importing ray puts it on the path)."""
+    try:
+        import psutil
+    except ImportError:
+        import ray  # noqa: F401 -- adds ray/thirdparty_files (with psutil) to sys.path
+        import psutil
+    return psutil
+
+
+def _tree_psutil(root: int, by_label: Optional[dict[str, int]] = None) -> tuple[int, dict[int, float]]:
+    psutil = _psutil()
 
     try:
         proc = psutil.Process(root)
@@ -96,36 +119,45 @@ def _tree_psutil(root: int) -> tuple[int, dict[int, float]]:
     for p in procs:
         try:
             with p.oneshot():
-                total += p.memory_info().rss
+                rss = p.memory_info().rss
                 t = p.cpu_times()
-                cpu[p.pid] = t.user + t.system
+            total += rss
+            cpu[p.pid] = t.user + t.system
+            if by_label is not None:
+                label = "driver" if p.pid == root else _label(p)
+                by_label[label] = by_label.get(label, 0) + rss
         except psutil.Error:  # exited between listing and reading
             pass
     return total, cpu
 
 
-def _tree_rss_proc(root: int) -> int:
+def _tree_proc(root: int) -> tuple[int, dict[int, float]]:
+    """Without psutil: (summed RSS bytes, {pid: CPU seconds}) of the tree from /proc."""
     children: dict[int, list[int]] = {}
     rss: dict[int, int] = {}
+    cpu: dict[int, float] = {}
     page = os.sysconf("SC_PAGE_SIZE")
+    tick = os.sysconf("SC_CLK_TCK")
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
         try:
             with open(f"/proc/{name}/stat") as f:
-                stat = f.read()
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+                fields = f.read().rsplit(")", 1)[1].split()
             with open(f"/proc/{name}/statm") as f:
                 rss[int(name)] = int(f.read().split()[1]) * page
         except (OSError, ValueError, IndexError):
             continue
-        children.setdefault(ppid, []).append(int(name))
-    total, stack = 0, [root]
+        cpu[int(name)] = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+        children.setdefault(int(fields[1]), []).append(int(name))
+    total, stack, seen = 0, [root], {}
     while stack:
         pid = stack.pop()
         total += rss.get(pid, 0)
+        if pid in cpu:
+            seen[pid] = cpu[pid]
         stack.extend(children.get(pid, []))
-    return total
+    return total, seen
 
 
 def tree_rss(root: Optional[int] = None) -> int:
@@ -133,20 +165,17 @@ def tree_rss(root: Optional[int] = None) -> int:
 
     Shared pages (Ray's object store is shared memory) count once per process that maps them,
     so this is an upper bound of the tree's footprint, the same way for every run compared."""
-    root = os.getpid() if root is None else root
-    try:
-        return _tree_psutil(root)[0]
-    except ImportError:
-        return _tree_rss_proc(root)
+    return tree_sample(root)[0]
 
 
-def tree_sample(root: Optional[int] = None) -> tuple[int, dict[int, float]]:
-    """(summed RSS bytes, {pid: CPU seconds so far}) of the tree; CPU times need psutil."""
+def tree_sample(root: Optional[int] = None, by_label: Optional[dict[str, int]] = None) -> tuple[int, dict[int, float]]:
+    """(summed RSS bytes, {pid: CPU seconds so far}) of the tree; ``by_label`` (RSS summed per
+    process kind) needs psutil (installed, or Ray's copy)."""
     root = os.getpid() if root is None else root
     try:
-        return _tree_psutil(root)
+        return _tree_psutil(root, by_label)
     except ImportError:
-        return _tree_rss_proc(root), {}
+        return _tree_proc(root)
 
 
 class TreeMemory:
@@ -160,14 +189,17 @@ class TreeMemory:
         self.baseline = 0
         self.peak = 0
         self.samples = 0
+        self.peak_by_process: dict[str, int] = {}   # RSS per process kind at the peak sample
         self._cpu0: dict[int, float] = {}
         self._cpu: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
 
     def _sample(self) -> None:
-        rss, cpu = tree_sample()
-        self.peak = max(self.peak, rss)
+        by_label: dict[str, int] = {}
+        rss, cpu = tree_sample(by_label=by_label)
+        if rss > self.peak:
+            self.peak, self.peak_by_process = rss, by_label
         self._cpu.update(cpu)
         self.samples += 1
 
@@ -182,8 +214,9 @@ class TreeMemory:
 
     def __enter__(self) -> "TreeMemory":
         self.baseline, self._cpu0 = tree_sample()
-        self.peak = self.baseline
+        self.peak = 0
         self._cpu = dict(self._cpu0)
+        self._sample()
         self._thread = threading.Thread(target=self._run, name="bench-rss", daemon=True)
         self._thread.start()
         return self
