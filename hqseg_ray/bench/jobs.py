@@ -4,7 +4,8 @@ For each job the benchmark records:
 
 * ``wall_s``: ``run_job`` from call to return (pipeline start-up and the segment actors' model
   load included; ``ray.init`` is not). ``frames_per_s`` = unique labelled frames / ``wall_s``.
-* ``first_video_done_s``: when the first video's status row reached the driver.
+* ``first_video_done_s``: when the first video's status row reached the driver; ``startup_s``: that
+  minus the segment-actor seconds of that video (start-up, planning and the first decode).
 * ``actor_s``: the segment actors' busy seconds (status table ``seconds``: encode + relay wait +
   track per chunk), and ``relay_wait_s`` / ``stitch_s`` from the status table.
 * ``peak_rss`` / ``baseline_rss``: summed RSS of this process tree (driver, GCS, raylet, workers).
@@ -101,6 +102,7 @@ def run_measured_job(config, label: str) -> dict:
     if failed:
         raise RuntimeError(f"bench job {label!r}: {len(failed)} video(s) failed: {failed[:3]}")
     frames = {r["video_id"]: int(r["frames"] or 0) for r in rows}
+    busy = {r["video_id"]: float(r["seconds"] or 0) for r in rows}
     order = sorted(handler.times.items(), key=lambda kv: kv[1])
     total = sum(frames.values())
     actors = config.compute.segment_actors_max
@@ -111,6 +113,8 @@ def run_measured_job(config, label: str) -> dict:
         "actors": actors, "torch_threads": config.compute.torch_threads,
         "wall_s": round(t.s, 3), "frames_per_s": total / t.s,
         "first_video_done_s": round(order[0][1] - t_start, 3) if order else None,
+        # before the first video's chunks ran: pipeline + actor start-up (model load), plan, first decode
+        "startup_s": round(order[0][1] - t_start - busy.get(order[0][0], 0.0), 3) if order else None,
         "actor_s": round(sum(float(r["seconds"] or 0) for r in rows), 3),
         "encode_s": round(sum(float(r["encode_s"] or 0) for r in rows), 3),
         "relay_wait_s": round(relay, 3), "stitch_s": round(stitch, 3),

@@ -169,7 +169,8 @@ def markdown(res: dict) -> str:
                   f"| in-process tracker (segment_video, no Ray; {t['encodes_per_frame']:.3f} encodes/frame) | "
                   f"{t['frames']} | {t['seconds']:.1f} | {t['frames_per_s']:.2f} |",
                   f"| Ray job, 1 actor (end-to-end; actor busy {j['actor_s']:.1f} s, first video after "
-                  f"{j['first_video_done_s']:.1f} s) | {j['frames']} | {j['wall_s']:.1f} | {j['frames_per_s']:.2f} |"]
+                  f"{j['first_video_done_s']:.1f} s, start-up ~{j['startup_s']:.1f} s) | {j['frames']} | {j['wall_s']:.1f} | "
+                  f"{j['frames_per_s']:.2f} |"]
     if "job_decode_tasks" in sc.get("job", {}):
         u = sc["job"]["job_decode_tasks"]
         lines.append(f"| Ray job, 1 actor, decode in its own tasks (decode_cpus 0.5; actor busy {u['actor_s']:.1f} s) | "
