@@ -105,6 +105,9 @@ def run_measured_job(config, label: str) -> dict:
     busy = {r["video_id"]: float(r["seconds"] or 0) for r in rows}
     order = sorted(handler.times.items(), key=lambda kv: kv[1])
     total = sum(frames.values())
+    workers = sorted({w for r in rows for w in (r["workers"] or "").split(",") if w})
+    by_pid = mem.cpu_by_pid()
+    actor_cpu = sum(by_pid.get(int(w.split(":")[1]), 0.0) for w in workers if w.split(":")[1].isdigit())
     actors = config.compute.segment_actors_max
     relay = sum(float(r["relay_wait_s"] or 0) for r in rows)
     stitch = sum(float(r["stitch_s"] or 0) for r in rows)
@@ -120,7 +123,10 @@ def run_measured_job(config, label: str) -> dict:
         "relay_wait_s": round(relay, 3), "stitch_s": round(stitch, 3),
         "overhead_of_wall": (relay + stitch) / t.s,
         "overhead_of_actor_time": (relay + stitch) / (t.s * actors),
-        "workers": sorted({w for r in rows for w in (r["workers"] or "").split(",") if w}),
+        "workers": workers,
+        # CPU seconds of the segment actor processes (fused decode + encode + tracking + Ray worker
+        # overhead): unlike their wall time, independent of how busy the shared machine was
+        "actor_cpu_s": round(actor_cpu, 3), "actor_cpu_s_per_frame": actor_cpu / max(total, 1),
         "peak_rss_mib": round(mem.peak / 2**20, 1), "baseline_rss_mib": round(mem.baseline / 2**20, 1),
         "peak_rss_mib_by_process": {k: round(v / 2**20, 1) for k, v in
                                     sorted(mem.peak_by_process.items(), key=lambda kv: -kv[1])},

@@ -37,6 +37,7 @@ def derive(r: dict) -> dict:
             "decode_tasks": _div(u.get("frames_per_s"), e),
             "in_process_tracker": _div(tr["frames_per_s"], e),
             "cpu": _div(eng["cpu_s_per_frame"], j["cpu_s_per_frame"]),
+            "actor_cpu": _div(eng["cpu_s_per_frame"], j.get("actor_cpu_s_per_frame")),
             "in_process_tracker_cpu": _div(eng["cpu_s_per_frame"], tr["cpu_s_per_frame"]),
             "job_frames_per_s": j["frames_per_s"], "engine_only_frames_per_s": e,
             "in_process_tracker_frames_per_s": tr["frames_per_s"],
@@ -104,6 +105,9 @@ def targets(res: dict) -> list[tuple[str, Optional[float], str, Optional[bool]]]
                  None if ab is None else ab >= 0.95))
     ut = val("efficiency", "actor_utilisation")
     rows.append(("segment actor busy / job wall (1 actor)", ut, "(diagnostic)", None))
+    ac = val("efficiency", "actor_cpu")
+    rows.append(("efficiency in CPU seconds, segment actor only (engine-only / actor)", ac, ">= 0.95",
+                 None if ac is None else ac >= 0.95))
     dt = val("efficiency", "decode_tasks")
     if dt is not None:
         rows.append(("efficiency, decode in its own tasks (end-to-end)", dt, ">= 0.95", dt >= 0.95))

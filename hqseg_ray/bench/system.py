@@ -210,7 +210,11 @@ class TreeMemory:
 
     @property
     def cpu_s(self) -> float:
-        return sum(v - self._cpu0.get(pid, 0.0) for pid, v in self._cpu.items())
+        return sum(self.cpu_by_pid().values())
+
+    def cpu_by_pid(self) -> dict[int, float]:
+        """CPU seconds each process of the tree used while sampled."""
+        return {pid: v - self._cpu0.get(pid, 0.0) for pid, v in self._cpu.items()}
 
     def __enter__(self) -> "TreeMemory":
         self.baseline, self._cpu0 = tree_sample()
