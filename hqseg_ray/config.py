@@ -348,6 +348,11 @@ class AutoConfig(_Strict):
         description="Keep masks whose stability score (area at logit > +offset / area at > -offset) is at least this.")
     stability_offset: float = Field(1.0, gt=0.0, description="Logit offset of the stability score.")
     nms_iou: float = Field(0.5, ge=0.0, le=1.0, description="Box NMS IoU threshold between discovered masks.")
+    refine: bool = Field(
+        True,
+        description="Re-prompt each point's mask once with its own box and logits (SAM-style refinement) before "
+        "the score and stability filters; costs one more decode per surviving point, gains much with small models "
+        "whose single-point masks are poor.")
     min_area_fraction: float = Field(
         0.001, ge=0.0, le=1.0, description="Drop masks smaller than this fraction of the frame.")
     max_area_fraction: float = Field(

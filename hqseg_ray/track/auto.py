@@ -1,8 +1,9 @@
 """Automatic object discovery on one encoded frame (SAM's "everything" mode, single crop).
 
-A grid of single positive points is decoded in batches; masks are kept when their predicted IoU
-and stability score are high enough and their area is plausible for an object, then de-duplicated
-by box NMS (torchvision). Filtering runs on the low-res logits, so only the kept masks are
+A grid of single positive points is decoded in batches; with ``refine`` each plausible point mask
+(points that hit the same object merged by NMS first) is decoded once more from its own box and
+logits. Masks are kept when their predicted IoU and stability score are high enough and their area
+is plausible for an object, then de-duplicated by box NMS (torchvision). Filtering runs on the low-res logits, so only the kept masks are
 upsampled to the original frame size.
 """
 
@@ -60,23 +61,31 @@ def discover_objects(engine, embeddings, frame: int, config: AutoConfig) -> Disc
     vh, vw = max(1, round(ih * lh / engine.image_size)), max(1, round(iw * lw / engine.image_size))
     pts = point_grid(config.points_per_side, size)
     prompts = [Prompt(frame=frame, points=p[None], labels=[1]) for p in pts]
+    empty = Discovered(np.zeros((0, *size), bool), np.zeros((0, lh, lw), np.float32), np.zeros((0,), np.float32))
     all_logits, scores = engine.decode_low_res(embeddings, prompts, multimask=True)
+    if config.refine:
+        # 1. drop points whose mask is empty or background-sized, and points that hit the same object
+        idx = _plausible(all_logits[:, :vh, :vw].float(), config)
+        if idx.numel() == 0:
+            return empty
+        boxes = _lowres_boxes(all_logits[idx, :vh, :vw].float() > 0, vh, vw)
+        idx = idx[nms(boxes, scores[idx].float(), 0.8)]
+        # 2. re-prompt with the mask's own box (in original pixels) and logits
+        sx, sy = size[1] / (vw * 1.0), size[0] / (vh * 1.0)
+        boxes = _lowres_boxes(all_logits[idx, :vh, :vw].float() > 0, vh, vw).cpu().numpy() * [sx, sy, sx, sy]
+        lg = all_logits[idx].float().cpu().numpy()
+        refined = [Prompt(frame=frame, box=b, mask_input=m) for b, m in zip(boxes, lg)]
+        all_logits, scores = engine.decode_low_res(embeddings, refined)
+        prompts = refined
     logits = all_logits[:, :vh, :vw].float()  # the frame's part of the padded grid
     keep = scores >= config.pred_iou_thresh
     keep &= stability_score(logits, config.stability_offset) >= config.stability_thresh
     area_frac = (logits > 0).flatten(1).sum(1).float() / float(vh * vw)
     keep &= (area_frac >= config.min_area_fraction) & (area_frac <= config.max_area_fraction)
     idx = torch.nonzero(keep).flatten()
-    empty = Discovered(np.zeros((0, *size), bool), np.zeros((0, lh, lw), np.float32), np.zeros((0,), np.float32))
     if idx.numel() == 0:
         return empty
-    fg = logits[idx] > 0
-    ys = fg.any(2)
-    xs = fg.any(1)
-    ar_h, ar_w = torch.arange(vh, device=fg.device), torch.arange(vw, device=fg.device)
-    boxes = torch.stack([
-        torch.where(xs, ar_w, vw).min(1).values, torch.where(ys, ar_h, vh).min(1).values,
-        torch.where(xs, ar_w, -1).max(1).values + 1, torch.where(ys, ar_h, -1).max(1).values + 1], 1).float()
+    boxes = _lowres_boxes(logits[idx] > 0, vh, vw)
     kept = nms(boxes, scores[idx].float(), config.nms_iou)[: config.max_objects]
     sel = idx[kept]
     full_logits = all_logits[sel]
@@ -85,3 +94,18 @@ def discover_objects(engine, embeddings, frame: int, config: AutoConfig) -> Disc
     ok = areas > 0
     return Discovered(np.asarray(masks)[ok], full_logits.float().cpu().numpy()[ok],
                       scores[sel].float().cpu().numpy()[ok])
+
+
+def _plausible(logits: torch.Tensor, config: AutoConfig) -> torch.Tensor:
+    """Indices of ``[P, h, w]`` masks whose area fraction lies within the configured bounds."""
+    frac = (logits > 0).flatten(1).sum(1).float() / float(logits.shape[1] * logits.shape[2])
+    return torch.nonzero((frac >= config.min_area_fraction) & (frac <= config.max_area_fraction)).flatten()
+
+
+def _lowres_boxes(fg: torch.Tensor, vh: int, vw: int) -> torch.Tensor:
+    """``[P, h, w]`` bool -> ``[P, 4]`` float XYXY boxes in low-res cells (pixel edges)."""
+    ys, xs = fg.any(2), fg.any(1)
+    ar_h, ar_w = torch.arange(vh, device=fg.device), torch.arange(vw, device=fg.device)
+    return torch.stack([
+        torch.where(xs, ar_w, vw).min(1).values, torch.where(ys, ar_h, vh).min(1).values,
+        torch.where(xs, ar_w, -1).max(1).values + 1, torch.where(ys, ar_h, -1).max(1).values + 1], 1).float()
