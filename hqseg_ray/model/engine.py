@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from hqseg_ray.config import ModelConfig
+from hqseg_ray.model.decoder import hq_features, paired_decoder_outputs, preprocess, select_mask
 from hqseg_ray.prompts import Prompt, check_prompts
 
 logger = logging.getLogger(__name__)
@@ -241,21 +242,13 @@ class SegEngine:
             if len(originals) != len(input_sizes):
                 raise ValueError(f"{len(originals)} original_sizes for {len(input_sizes)} frames")
         embs, hqs = [], []
-        mean, std = self.sam.pixel_mean, self.sam.pixel_std
-        dec = self.sam.mask_decoder
         bs = self.config.encode_batch
         for start in range(0, len(padded), bs):
             x = torch.from_numpy(padded[start:start + bs]).to(self.device, non_blocking=True)
-            x = x.permute(0, 3, 1, 2).float()
-            x = (x - mean) / std
-            # zero the padding exactly as Sam.preprocess does (normalise, then pad with zeros)
-            for j, (h, w) in enumerate(input_sizes[start:start + bs]):
-                x[j, :, h:, :] = 0
-                x[j, :, :, w:] = 0
+            x = preprocess(self.sam, x, input_sizes[start:start + bs])
             with self._autocast():
                 emb, interm = self._encoder(x)
-                vit = interm[0].permute(0, 3, 1, 2)
-                hq = dec.embedding_encoder(emb) + dec.compress_vit_feat(vit)
+                hq = hq_features(self.sam, emb, interm[0])
             embs.append(emb.float())
             hqs.append(hq.float())
             self.stats["encode_calls"] += 1
@@ -359,37 +352,8 @@ class SegEngine:
                         dense: torch.Tensor, multimask: bool, hq_only: bool):
         """``MaskDecoderHQ.forward`` for B prompts with B paired images (row i with prompt i), or
         with one image (and its HQ features) shared by all B prompts, broadcast."""
-        dec = self.sam.mask_decoder
-        b = sparse.shape[0]
-        out_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight, dec.hf_token.weight], dim=0)
-        tokens = torch.cat((out_tokens.unsqueeze(0).expand(b, -1, -1), sparse), dim=1)
-        src = img + dense
-        pos = self.dense_pe.expand(b, -1, -1, -1)
-        _, c, h, w = src.shape
-        hs, src = dec.transformer(src, pos, tokens)
-        iou_out = hs[:, 0, :]
-        n_tok = dec.num_mask_tokens  # SAM's 4 + the HQ token
-        mask_out = hs[:, 1:1 + n_tok, :]
-        src = src.transpose(1, 2).reshape(b, c, h, w)
-        up_sam = dec.output_upscaling(src)
-        up_hq = dec.embedding_maskfeature(up_sam) + hq_feat
-        hyper = [dec.output_hypernetworks_mlps[i](mask_out[:, i, :]) for i in range(n_tok - 1)]
-        hyper.append(dec.hf_mlp(mask_out[:, n_tok - 1, :]))
-        hyper_in = torch.stack(hyper, dim=1)
-        _, c2, h2, w2 = up_sam.shape
-        m_sam = (hyper_in[:, : n_tok - 1] @ up_sam.view(b, c2, h2 * w2)).view(b, -1, h2, w2)
-        m_hq = (hyper_in[:, n_tok - 1:] @ up_hq.view(b, c2, h2 * w2)).view(b, -1, h2, w2)
-        iou_pred = dec.iou_prediction_head(iou_out)
-        if multimask:
-            ious = iou_pred[:, 1:n_tok - 1]
-            best_iou, best = torch.max(ious, dim=1)
-            iou_sel = best_iou.unsqueeze(1)
-            sam_sel = m_sam[:, 1:][torch.arange(b, device=m_sam.device), best].unsqueeze(1)
-        else:
-            iou_sel = iou_pred[:, 0:1]
-            sam_sel = m_sam[:, 0:1]
-        logits = m_hq if hq_only else sam_sel + m_hq
-        return logits, iou_sel
+        m_sam, m_hq, iou_pred = paired_decoder_outputs(self.sam, img, hq_feat, sparse, dense, self.dense_pe)
+        return select_mask(m_sam, m_hq, iou_pred, multimask, hq_only)
 
     @torch.inference_mode()
     def postprocess(self, embeddings: FrameEmbeddings, frames: Sequence[int], logits_lr: torch.Tensor,

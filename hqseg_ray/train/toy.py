@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from hqseg_ray.model.decoder import hq_features, paired_decoder_outputs, preprocess
 from hqseg_ray.model.registry import TOY_LABEL, ViTSpec, build_vit_sam, save_spec_checkpoint
 from hqseg_ray.train.data import KINDS, make_batch
 
@@ -55,15 +56,8 @@ HELDOUT_SEED = 777_001  # evaluation scenes during training; never a training se
 
 def encode(sam, images: np.ndarray, sizes) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 ``[B, S, S, 3]`` (top-left content of ``sizes``) -> (embeddings, HQ features)."""
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float()
-    x = (x - sam.pixel_mean) / sam.pixel_std
-    for j, (h, w) in enumerate(sizes):
-        x[j, :, h:, :] = 0
-        x[j, :, :, w:] = 0
-    emb, interm = sam.image_encoder(x)
-    dec = sam.mask_decoder
-    hq = dec.embedding_encoder(emb) + dec.compress_vit_feat(interm[0].permute(0, 3, 1, 2))
-    return emb, hq
+    emb, interm = sam.image_encoder(preprocess(sam, torch.from_numpy(images), sizes))
+    return emb, hq_features(sam, emb, interm[0])
 
 
 def decode(sam, emb, hq, frame: np.ndarray, points=None, labels=None, box=None, mask=None):
@@ -78,27 +72,8 @@ def decode(sam, emb, hq, frame: np.ndarray, points=None, labels=None, box=None, 
     mk = torch.from_numpy(mask)[:, None] if mask is not None else None
     sparse, dense = sam.prompt_encoder(points=pts, boxes=bx, masks=mk)
     fidx = torch.from_numpy(frame).long()
-    img, hqf = emb.index_select(0, fidx), hq.index_select(0, fidx)
-    dec = sam.mask_decoder
-    b = sparse.shape[0]
-    out_tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight, dec.hf_token.weight], dim=0)
-    tokens = torch.cat((out_tokens.unsqueeze(0).expand(b, -1, -1), sparse.to(out_tokens.dtype)), dim=1)
-    src = img + dense
-    pos = sam.prompt_encoder.get_dense_pe().expand(b, -1, -1, -1)
-    _, c, h, w = src.shape
-    hs, src = dec.transformer(src, pos, tokens)
-    n_tok = dec.num_mask_tokens
-    mask_out = hs[:, 1:1 + n_tok, :]
-    src = src.transpose(1, 2).reshape(b, c, h, w)
-    up_sam = dec.output_upscaling(src)
-    up_hq = dec.embedding_maskfeature(up_sam) + hqf
-    hyper = [dec.output_hypernetworks_mlps[i](mask_out[:, i, :]) for i in range(n_tok - 1)]
-    hyper.append(dec.hf_mlp(mask_out[:, n_tok - 1, :]))
-    hyper_in = torch.stack(hyper, dim=1)
-    _, c2, h2, w2 = up_sam.shape
-    m_sam = (hyper_in[:, : n_tok - 1] @ up_sam.view(b, c2, h2 * w2)).view(b, -1, h2, w2)
-    m_hq = (hyper_in[:, n_tok - 1:] @ up_hq.view(b, c2, h2 * w2)).view(b, -1, h2, w2)
-    return m_sam, m_hq, dec.iou_prediction_head(hs[:, 0, :])
+    return paired_decoder_outputs(sam, emb.index_select(0, fidx), hq.index_select(0, fidx), sparse, dense,
+                                  sam.prompt_encoder.get_dense_pe())
 
 
 # ------------------------------------------------------------------------------------------
