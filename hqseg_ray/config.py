@@ -317,6 +317,11 @@ class TrackerConfig(_Strict):
         description="Cut each mask (and its low-res logits) to its prompt box: the moved box grown by box_margin, "
         "a prompt's box grown by box_margin, or a re-acquisition candidate. Keeps a mask from bleeding into "
         "the background or a neighbour frame after frame; legitimate growth is bounded by box_margin per frame.")
+    min_appearance: float = Field(
+        0.5, ge=0.0, le=1.0,
+        description="Histogram intersection (8 bins per RGB channel) between a propagated mask's colours and the "
+        "object's colour model (from its seed, slowly updated) below this marks it occluded: its mask slid onto "
+        "a differently coloured occluder or the background. 0 disables the test.")
     non_overlap: bool = Field(
         True,
         description="Give each pixel claimed by several objects' masks on a frame to the object with the highest "

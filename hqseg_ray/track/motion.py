@@ -220,3 +220,21 @@ def shift_mask(mask: np.ndarray, dx: float, dy: float) -> np.ndarray:
         return out
     out[max(0, sy):h + min(0, sy), max(0, sx):w + min(0, sx)] = mask[max(0, -sy):h - max(0, sy), max(0, -sx):w - max(0, sx)]
     return out
+
+
+def color_hist(frame: np.ndarray, mask: np.ndarray) -> Optional[np.ndarray]:
+    """``[24]`` float32: 8-bin histogram of each RGB channel of ``frame`` under ``mask`` (resized to
+    the frame when sizes differ), each channel summing to 1; None for an empty mask."""
+    m8 = mask.astype(np.uint8)
+    if m8.shape != frame.shape[:2]:
+        m8 = cv2.resize(m8, (frame.shape[1], frame.shape[0]), interpolation=cv2.INTER_NEAREST)
+    if not m8.any():
+        return None
+    f = np.ascontiguousarray(frame)
+    hs = [cv2.calcHist([f], [c], m8, [8], [0, 256]).ravel() for c in range(3)]
+    return np.concatenate([h / max(h.sum(), 1.0) for h in hs]).astype(np.float32)
+
+
+def hist_similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """Histogram intersection of two :func:`color_hist` results, in [0, 1]."""
+    return float(np.minimum(a, b).sum() / 3.0)

@@ -20,6 +20,7 @@ from hqseg_ray.track.motion import LowResGeometry, Motion, expand_box, interior_
 from hqseg_ray.track.types import ObjectState
 
 MAX_EXTRAPOLATION = 24  # frames of constant-velocity motion a hidden object may have gone on for
+MAX_SEARCH_GROW = 0.5  # a candidate box is at most twice the object: larger ones get the occluder segmented
 
 
 def propagation_prompt(state: ObjectState, motion: Motion, local_frame: int, cfg: TrackerConfig,
@@ -61,7 +62,7 @@ def reacquire_prompts(state: ObjectState, local_frame: int, cfg: TrackerConfig,
 
     Boxes of the object's typical size, enlarged by ``reacquire_margin`` (more the longer it is
     lost), centred along its path carried on by its last velocity (it may have stopped, slowed or
-    gone on: 0, 1/2, 1 and 3/2 of the extrapolated shift) or, for a (nearly) still object, one
+    gone on: 0, 1/2, 1, 3/2 and 2 times the extrapolated shift) or, for a (nearly) still object, one
     typical size around it; each with the last good logits moved there as mask input. The tracker
     keeps the best-scoring candidate that passes the re-acquisition checks. ``method: naive``
     re-prompts the last box only.
@@ -72,14 +73,14 @@ def reacquire_prompts(state: ObjectState, local_frame: int, cfg: TrackerConfig,
     k = min(n, MAX_EXTRAPOLATION)
     h, w = geo.original_size
     v = np.asarray(state.velocity, np.float64)
-    grow = min(2.0, cfg.box_margin + cfg.reacquire_margin * (1 + n / 8.0))
+    grow = min(MAX_SEARCH_GROW, cfg.box_margin + cfg.reacquire_margin * (1 + n / 8.0))
     if cfg.method == "naive":
         return [Prompt(frame=local_frame, box=expand_box(state.box, grow, (h, w)))], state.box
     side = max(float(np.sqrt(np.median(state.areas))) if state.areas else 0.0, 4.0)
     bw = max(state.box[2] - state.box[0], side) * (1 + 2 * grow)
     bh = max(state.box[3] - state.box[1], side) * (1 + 2 * grow)
     c0 = (state.box[:2] + state.box[2:]) / 2
-    shifts = [v * k * f for f in (0.0, 0.5, 1.0, 1.5)]
+    shifts = [v * k * f for f in (0.0, 0.5, 1.0, 1.5, 2.0)]
     if float(np.hypot(*(v * k))) < side:  # (nearly) still: search around instead of along a path
         shifts += [np.array(d, np.float64) * side for d in ((1, 0), (-1, 0), (0, 1), (0, -1))]
     out, seen = [], set()

@@ -24,7 +24,8 @@ import numpy as np
 
 from hqseg_ray.config import TrackingConfig  # noqa: F401  (documented type of config)
 from hqseg_ray.masks import mask_to_box, rle_encode, rle_encode_many
-from hqseg_ray.track.motion import LowResGeometry, Motion, clip_mask, estimate_motions, expand_box, to_gray
+from hqseg_ray.track.motion import (LowResGeometry, Motion, clip_mask, color_hist, estimate_motions, expand_box,
+                                    hist_similarity, to_gray)
 from hqseg_ray.track.seeds import SeedPrompt, carried_states, normalize_prompts
 from hqseg_ray.track.step import (accept, choose_candidates, exclusive, occluded_state, propagation_prompt,
                                   reacquire_prompts, touches_border, visible_state)
@@ -377,7 +378,13 @@ class _ChunkRun:
         masks = [all_masks[i] for i in pick]
         scores = [float(all_scores[i]) for i in pick]
         logits = [all_logits[i] for i in pick]
-        oks = exclusive(jobs, masks, scores, [all_ok[i] for i in pick], self.tcfg.max_overlap)
+        oks = [all_ok[i] for i in pick]
+        hists = [color_hist(self.frames[t], m) if ok else None for m, ok in zip(masks, oks)]
+        if self.tcfg.min_appearance > 0:
+            for k, j in enumerate(jobs):
+                if oks[k] and j.mode != "seed" and j.prev.hist is not None and hists[k] is not None:
+                    oks[k] = hist_similarity(hists[k], j.prev.hist) >= self.tcfg.min_appearance
+        oks = exclusive(jobs, masks, scores, oks, self.tcfg.max_overlap)
         if self.tcfg.non_overlap:
             masks = self._resolve_overlaps(t, masks, oks, logits_t, pick)
         out: list[Optional[ObjectState]] = []
@@ -396,6 +403,9 @@ class _ChunkRun:
             else:
                 st = (visible_state(job.prev, job.prev, self.fidx[t], mask, logits[k], score, job.motion, False,
                                     self.tcfg) if ok else occluded_state(job.prev, self.fidx[t]))
+            if ok and hists[k] is not None:  # colour model: set by a seed, then updated slowly
+                base = job.prev.hist if job.mode != "seed" and job.prev is not None else None
+                st = replace(st, hist=hists[k] if base is None else 0.9 * base + 0.1 * hists[k])
             source = "auto" if info.kind == "auto" else ("prompt" if job.mode == "seed" else "track")
             self.entries[t][job.tid] = TrackEntry(None, score, source, int(st.seed_distance))
             if ok:

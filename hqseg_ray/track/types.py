@@ -126,6 +126,7 @@ class ObjectState:
         score: predicted IoU of the last good mask.
         seed_distance: frames from the seed this state was propagated from.
         scores: predicted IoU of recent good masks, newest last.
+        hist: ``[24]`` float32 colour model (8-bin histogram per RGB channel, each summing to 1).
     """
 
     track_id: int
@@ -141,6 +142,7 @@ class ObjectState:
     score: float = 1.0
     seed_distance: int = 0
     scores: list[float] = field(default_factory=list)
+    hist: Optional[np.ndarray] = None
 
     def to_dict(self, chunk_index: int) -> dict:
         """Plain dict (numpy arrays, lists, ints; mask as RLE) that survives Ray / pickle."""
@@ -152,7 +154,8 @@ class ObjectState:
                 "box": [float(v) for v in self.box], "areas": [int(a) for a in self.areas],
                 "velocity": [float(v) for v in self.velocity], "lost": int(self.lost),
                 "score": float(self.score), "seed_distance": int(self.seed_distance),
-                "scores": [float(s) for s in self.scores]}
+                "scores": [float(s) for s in self.scores],
+                "hist": None if self.hist is None else np.asarray(self.hist, np.float32)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "ObjectState":
@@ -168,7 +171,8 @@ class ObjectState:
                    velocity=np.asarray(d.get("velocity", [0.0, 0.0]), np.float64),
                    lost=int(d.get("lost", 0)), score=float(d.get("score", 1.0)),
                    seed_distance=int(d.get("seed_distance", 0)),
-                   scores=[float(s) for s in d.get("scores") or [d.get("score", 1.0)]])
+                   scores=[float(s) for s in d.get("scores") or [d.get("score", 1.0)]],
+                   hist=None if d.get("hist") is None else np.asarray(d["hist"], np.float32))
 
 
 def as_tracking_config(config: Any) -> TrackingConfig:
