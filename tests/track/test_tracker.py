@@ -210,3 +210,29 @@ def test_carry_in_from_another_model_is_refused(video):
     other = OracleEngine(video.annotations, video.frames, low_res=32)
     with pytest.raises(ValueError, match="carried-in logits have shape"):
         track_chunk(other, video.frames[3:8], range(3, 8), [], carry_in=first.carry_out, chunk_index=1)
+
+
+def test_geometry_helpers():
+    from hqseg_ray.track.motion import (LowResGeometry, Motion, clip_mask, color_hist, hist_similarity,
+                                        interior_points, shift_mask)
+
+    m = np.zeros((40, 60), bool)
+    m[10:20, 5:25] = True
+    assert np.array_equal(np.argwhere(shift_mask(m, 3, -2))[0], [8, 8])
+    assert clip_mask(m, np.array([10, 0, 60, 40])).sum() == 10 * 15
+    pts = interior_points(m, 2)
+    assert len(pts) == 2 and all(m[int(y), int(x)] for x, y in pts)
+    geo = LowResGeometry((40, 60), 64, (16, 16))
+    lg = geo.mask_to_logits(m)
+    assert lg.shape == (16, 16) and lg.max() > 0 and lg[15, 15] < 0
+    moved = geo.shift_logits(lg, Motion(dx=12.0, dy=0.0))
+    assert (moved > 0).sum() > 0 and np.argwhere(moved > 0)[:, 1].min() > np.argwhere(lg > 0)[:, 1].min()
+    assert (geo.clip_logits(lg, np.array([0, 0, 10, 10])) > 0).sum() < (lg > 0).sum()
+    frame = np.zeros((40, 60, 3), np.uint8)
+    frame[m] = (200, 10, 10)
+    other = np.zeros((40, 60, 3), np.uint8)
+    other[m] = (10, 10, 200)
+    h = color_hist(frame, m)
+    assert hist_similarity(h, h) == pytest.approx(1.0)
+    assert hist_similarity(h, color_hist(other, m)) < 0.5
+    assert color_hist(frame, np.zeros_like(m)) is None
