@@ -17,7 +17,7 @@ import logging
 import statistics
 import time
 import warnings
-from typing import Callable, Optional, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 

@@ -13,7 +13,6 @@ import json
 import os
 import re
 import uuid
-from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 import pyarrow as pa

@@ -20,7 +20,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, Optional

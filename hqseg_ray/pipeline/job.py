@@ -18,7 +18,7 @@ import os
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Optional
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -174,12 +174,13 @@ def run_job(config: JobConfig, job_id: Optional[str] = None, progress: bool = Tr
     write_status_table(out, list(statuses.values()))
     summary = JobSummary(output=out, skipped=len(skipped), wall_s=time.monotonic() - t0)
     manifest_ids = {r["video_id"] for r in rows}
+    skipped_ids = {k["video_id"] for k in skipped}
     for s in statuses.values():
         if s["video_id"] not in manifest_ids:
             continue
         summary.statuses.append(s)
         if s["status"] == "ok":
-            if s["video_id"] not in {k["video_id"] for k in skipped}:
+            if s["video_id"] not in skipped_ids:
                 summary.ok += 1
                 summary.frames += int(s.get("frames") or 0)
                 summary.objects += int(s.get("objects") or 0)

@@ -19,9 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import pickle
-import time
-import traceback
 from typing import Any, Iterable, Optional
 
 import numpy as np

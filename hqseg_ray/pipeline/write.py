@@ -44,7 +44,6 @@ class _VideoState:
     relay_wait_s: float = 0.0
     stitch_s: float = 0.0
     workers: set = field(default_factory=set)
-    t_first: float = field(default_factory=time.monotonic)
 
 
 class VideoWriter:

@@ -14,7 +14,7 @@ import os
 import secrets
 import time
 from collections import OrderedDict
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 from fastapi import FastAPI, Request

@@ -14,7 +14,6 @@ previous seed. The first seed also runs backward to the chunk start.
 
 from __future__ import annotations
 
-import bisect
 import logging
 import time
 from dataclasses import dataclass, field, replace

@@ -17,7 +17,6 @@ import json
 import logging
 import math
 import time
-from pathlib import Path
 from typing import Optional
 
 import numpy as np

@@ -1,6 +1,5 @@
 """The bulk job on a local Ray cluster: statuses, equality with `hqseg segment`, fake GPUs, resume."""
 
-import json
 import os
 
 import pyarrow.dataset as pads
