@@ -83,6 +83,27 @@ def previous_frame_logits(rng: np.random.Generator, mask: np.ndarray, low: int) 
     return ((lr * 2 - 1) * amp).astype(np.float32)
 
 
+def warp_logits(rng: np.random.Generator, logits: np.ndarray) -> np.ndarray:
+    """Move low-res logits ``[P, s, s]`` like one frame of object motion (shift, rotation, scale):
+    the model's own output on frame t-1 is misaligned with frame t by that much in the tracker."""
+    out = np.empty_like(logits)
+    s = logits.shape[-1]
+    for i, lg in enumerate(logits):
+        pos = lg > 0
+        if pos.any():
+            ys, xs = np.nonzero(pos)
+            cx, cy, extent = xs.mean(), ys.mean(), max(xs.max() - xs.min(), ys.max() - ys.min(), 2)
+        else:
+            cx = cy = s / 2
+            extent = 2
+        a = cv2.getRotationMatrix2D((float(cx), float(cy)), float(rng.normal(0, 6)),
+                                    float(np.exp(rng.normal(0, 0.06))))
+        a[:, 2] += rng.normal(0, 0.05 * extent + 0.25, 2)
+        out[i] = cv2.warpAffine(lg.astype(np.float32), a, (s, s), flags=cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_CONSTANT, borderValue=float(lg.min()))
+    return out
+
+
 def make_batch(rng: np.random.Generator, n_images: int, image_size: int, low_res: int,
                shape_weights: Optional[dict[str, float]] = None, kinds=KINDS) -> Batch:
     """``n_images`` scenes, and one prompt of each kind per image (objects drawn at random)."""
@@ -103,10 +124,15 @@ def make_batch(rng: np.random.Generator, n_images: int, image_size: int, low_res
         gts.append(g)
         shapes.append(sc.shapes)
     prompts: dict[str, dict] = {}
+    box_objects: list[int] = []
     for kind in kinds:
         frame, gt, shp, pts, labs, boxes, masks = [], [], [], [], [], [], []
         for i in range(n_images):
             k = int(rng.integers(0, len(gts[i])))
+            if kind == "box_mask" and "box" in kinds:
+                k = box_objects[i]  # same object as the box prompt: training may feed its logits
+            elif kind == "box":
+                box_objects.append(k)
             m = gts[i][k]
             frame.append(i)
             gt.append(m)

@@ -1,6 +1,6 @@
 """Train the toy SAM-HQ model (toy, trained on synthetic scenes) on this CPU.
 
-    hqseg train-toy --out hqseg_ray/model/weights/toy.pt --seed 0 --steps 6000
+    hqseg train-toy --out hqseg_ray/model/weights/toy.pt --seed 0 --steps 5600 --minutes 108
 
 The model is built by ``build_vit_sam`` from ``segment_anything_hq.modeling`` classes only; its
 spec travels inside the checkpoint. Per step: ``batch`` synthetic scenes, one prompt of each kind
@@ -25,11 +25,11 @@ import torch.nn.functional as F
 
 from hqseg_ray.model.decoder import hq_features, paired_decoder_outputs, preprocess
 from hqseg_ray.model.registry import TOY_LABEL, ViTSpec, build_vit_sam, save_spec_checkpoint
-from hqseg_ray.train.data import KINDS, make_batch
+from hqseg_ray.train.data import KINDS, make_batch, warp_logits
 
 logger = logging.getLogger(__name__)
 
-# candidate specs (timed by --probe); "p8e128" is the shipped one, see docs/models.md
+# candidate specs (timed by --probe); "p16e160" is the shipped one, see docs/models.md
 SPECS: dict[str, ViTSpec] = {
     "p16e160": ViTSpec(embed_dim=160, depth=6, num_heads=4, global_attn_indexes=(1, 3, 5), image_size=256,
                        patch_size=16, window_size=8, prompt_embed_dim=128, decoder_mlp_dim=1024,
@@ -115,7 +115,9 @@ def step_loss(sam, batch, image_size: int, rng: np.random.Generator) -> tuple[to
         if kind == "box_mask" and box_logits is not None:
             own = rng.random(len(d["frame"])) < 0.5
             m = d["mask"].copy()
-            m[own] = box_logits[own]
+            # the model's own detached box logits, moved like one frame of motion (the tracker
+            # feeds frame t-1's logits into frame t's prompt)
+            m[own] = warp_logits(rng, box_logits[own])
             d["mask"] = m
         m_sam, m_hq, iou = decode(sam, emb, hq, d["frame"], d.get("points"), d.get("labels"), d.get("box"),
                                   d.get("mask"))
@@ -179,7 +181,7 @@ def evaluate(sam, batches, image_size: int, autocast: bool = True) -> dict:
 # ------------------------------------------------------------------------------------------
 
 def train(out: str, seed: int = 0, steps: Optional[int] = None, minutes: Optional[float] = None,
-          spec_name: str = "p8e128", batch_images: int = 8, lr: float = 1e-3, warmup: int = 200,
+          spec_name: str = "p16e160", batch_images: int = 8, lr: float = 1e-3, warmup: int = 200,
           eval_every: int = 250, ckpt_minutes: float = 5.0, curve: Optional[str] = None,
           threads: int = 2, bf16: bool = True, eval_images: int = 48) -> dict:
     """Train and write the checkpoint to ``out``.
@@ -296,7 +298,7 @@ class TrainToyCommand:
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--steps", type=int, default=None, help="schedule length in steps (reproducible)")
         p.add_argument("--minutes", type=float, default=None, help="wall-clock budget (stops early if reached)")
-        p.add_argument("--spec", default="p8e128", choices=sorted(SPECS))
+        p.add_argument("--spec", default="p16e160", choices=sorted(SPECS))
         p.add_argument("--batch", type=int, default=8, help="scenes per step (one prompt of each kind per scene)")
         p.add_argument("--lr", type=float, default=1e-3)
         p.add_argument("--curve", default=None, help="append held-out evaluation rows (JSON lines) here")
