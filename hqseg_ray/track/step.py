@@ -159,11 +159,16 @@ def occluded_state(prev: ObjectState, frame_index: int) -> ObjectState:
     return replace(prev, frame_index=int(frame_index), lost=prev.lost + 1, seed_distance=prev.seed_distance + 1)
 
 
-def exclusive(jobs: list, masks: list[np.ndarray], scores, oks: list[bool], max_overlap: float) -> list[bool]:
+def exclusive(jobs: list, masks: list[np.ndarray], scores, oks: list[bool], max_overlap: float,
+              carve: Optional[list] = None) -> list[bool]:
     """Keep two objects of one frame from claiming the same pixels.
 
     A re-acquired mask loses when more than ``max_overlap`` of its pixels lie inside the mask of a
-    seed or a visible track. Two masks of which neither is a re-acquisition conflict when their
+    seed or a visible track -- unless that track's mask *grew* by the overlap (its area is at
+    least its recent median plus half the overlap, and still at least 85 % of that median without
+    it): then the track bled onto the object coming back (a neighbour's mask swallowing an object
+    that re-emerges next to it), the re-acquisition is kept and ``(track, re-acquired)`` is
+    appended to ``carve`` so that the caller removes the re-acquired pixels from the track's mask. Two masks of which neither is a re-acquisition conflict when their
     IoU exceeds ``max_overlap`` (an object inside another's hole, or in front of it, is
     legitimately contained in that mask): a seed wins; between two propagated tracks the one
     that jumped loses -- its new mask overlaps the other's previous mask (moved by that object's
@@ -194,7 +199,11 @@ def exclusive(jobs: list, masks: list[np.ndarray], scores, oks: list[bool], max_
             if klass[a] == 0 or klass[b] == 0:  # a re-acquisition landing on another object
                 lo = a if klass[a] < klass[b] or (klass[a] == klass[b] and scores[a] < scores[b]) else b
                 if inter > max_overlap * areas[lo]:
-                    out[lo] = False
+                    hi = b if lo == a else a
+                    if carve is not None and klass[hi] == 1 and _bled(jobs[hi].prev, areas[hi], inter):
+                        carve.append((hi, lo))
+                    else:
+                        out[lo] = False
                 continue
             if inter <= max_overlap * (areas[a] + areas[b] - inter):
                 continue
@@ -212,6 +221,14 @@ def exclusive(jobs: list, masks: list[np.ndarray], scores, oks: list[bool], max_
                 kb = (iou(masks[b], prev[b]), float(scores[b]))
                 out[a if ka < kb else b] = False
     return out
+
+
+def _bled(prev: ObjectState, area: int, inter: int) -> bool:
+    """Did a propagated track's mask grow by (about) ``inter`` pixels it did not have before?"""
+    if not prev.areas:
+        return False
+    ref = float(np.median(prev.areas[-5:]))
+    return area >= ref + 0.5 * inter and area - inter >= 0.85 * ref
 
 
 def choose_candidates(jobs: list, owner: list[int], masks: list[np.ndarray], scores, oks: list[bool],

@@ -383,7 +383,10 @@ class _ChunkRun:
             for k, j in enumerate(jobs):
                 if oks[k] and j.mode != "seed" and j.prev.hist is not None and hists[k] is not None:
                     oks[k] = hist_similarity(hists[k], j.prev.hist) >= self.tcfg.min_appearance
-        oks = exclusive(jobs, masks, scores, oks, self.tcfg.max_overlap)
+        carve: list = []
+        oks = exclusive(jobs, masks, scores, oks, self.tcfg.max_overlap, carve)
+        for hi, lo in carve:  # a track that bled onto a re-emerging object gives those pixels back
+            masks[hi] = masks[hi] & ~masks[lo]
         if self.tcfg.non_overlap:
             masks = self._resolve_overlaps(t, masks, oks, logits_t, pick)
         out: list[Optional[ObjectState]] = []
