@@ -37,7 +37,7 @@ class Settings:
     ray_cpus: int = 4                      # logical CPUs of the private Ray (2 physical cores here)
     frame_size: tuple[int, int] = (240, 320)
     objects_per_video: int = 2
-    job_videos: int = 4
+    job_videos: int = 8                    # 768 frames: the fixed start-up is a smaller share
     job_frames: int = 96
     chunk_frames: int = 64
     overlap: int = 8
