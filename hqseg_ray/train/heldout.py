@@ -8,8 +8,10 @@ Prompts, per object (all in original-frame pixels, deterministic by seed):
 - ``point3``: that point, one more random interior point and one negative point near the object;
 - ``box``: the tight box;
 - on clips, frame t prompted with its tight box alone (``video_box``) and with the box plus the
-  low-res logits the engine returned for the same object's box on frame t-1 (``video_box_mask``),
-  which is what the tracker feeds the model.
+  low-res logits the engine returned for the same object's box on frame t-1, moved by the
+  object's displacement from t-1 to t (``video_box_mask``): what the tracker feeds the model (it
+  moves the logits by the optical-flow motion; here the true box-centre shift stands in for the
+  flow). ``video_box_mask_unmoved`` feeds the t-1 logits as they are, for comparison.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 
 from hqseg_ray.prompts import Prompt
 from hqseg_ray.synth import generate_scene, generate_video
+from hqseg_ray.track.motion import LowResGeometry, Motion
 
 TEST_SEED = 20261122  # never a training seed (training draws from default_rng(--seed))
 
@@ -96,19 +99,30 @@ def engine_accuracy(engine, scenes: int = 24, videos: int = 4, frames: int = 8, 
         v = generate_video(int(np.random.SeedSequence([seed, 1000 + vi]).generate_state(1)[0]), frames=frames,
                            size=scene_size)
         emb = engine.encode(v.frames)
-        prev: dict[int, np.ndarray] = {}
+        geo = LowResGeometry(scene_size, engine.image_size, engine.low_res_size)
+        prev: dict[int, tuple[np.ndarray, list[float]]] = {}
         for t in range(frames):
             present = [o for o in v.objects if v.box(t, o, min_area) is not None]
             boxes = [Prompt(frame=t, box=v.box(t, o), object_id=o) for o in present]
             masks, _, logits = engine.decode(emb, boxes) if boxes else ([], None, [])
-            with_mask = [Prompt(frame=t, box=v.box(t, o), mask_input=prev[o], object_id=o) for o in present if o in prev]
-            masks2, _, _ = engine.decode(emb, with_mask) if with_mask else ([], None, None)
+            for kind in ("video_box_mask", "video_box_mask_unmoved"):
+                with_mask = []
+                for o in present:
+                    if o not in prev:
+                        continue
+                    lg, b0 = prev[o]
+                    if kind == "video_box_mask":
+                        b1 = v.box(t, o)
+                        lg = geo.shift_logits(lg, Motion((b1[0] + b1[2] - b0[0] - b0[2]) / 2,
+                                                         (b1[1] + b1[3] - b0[1] - b0[3]) / 2))
+                    with_mask.append(Prompt(frame=t, box=v.box(t, o), mask_input=lg, object_id=o))
+                masks2, _, _ = engine.decode(emb, with_mask) if with_mask else ([], None, None)
+                for p, pm in zip(with_mask, masks2):
+                    ious.setdefault(kind, []).append(_iou(pm, v.mask(t, p.object_id)))
             for p, pm in zip(boxes, masks):
                 if p.object_id in prev:
                     ious.setdefault("video_box", []).append(_iou(pm, v.mask(t, p.object_id)))
-            for p, pm in zip(with_mask, masks2):
-                ious.setdefault("video_box_mask", []).append(_iou(pm, v.mask(t, p.object_id)))
-            prev = {p.object_id: lg for p, lg in zip(boxes, logits)}
+            prev = {p.object_id: (lg, p.box) for p, lg in zip(boxes, logits)}
     return {"miou": {k: float(np.mean(x)) for k, x in ious.items()}, "n": {k: len(x) for k, x in ious.items()},
             "box_by_shape": {k: float(np.mean(x)) for k, x in sorted(by_shape.items())},
             "seconds": time.time() - t0}
