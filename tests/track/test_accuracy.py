@@ -17,7 +17,7 @@ set (2 clips x 32 frames, 4 occlusion clips) than the benchmark (4 x 48, 10) to 
 import numpy as np
 import pytest
 
-from hqseg_ray.config import AutoConfig, ModelConfig, TrackingConfig
+from hqseg_ray.config import ModelConfig, TrackingConfig
 from hqseg_ray.masks import mask_iou
 from hqseg_ray.model.registry import SHIPPED_TOY_CHECKPOINT
 from hqseg_ray.track.bench import (frame0_prompts, keyframe_prompts, occlusion_report, score, standard_set,
@@ -56,10 +56,10 @@ def frame0(toy, standard):
     return _run(toy, standard)
 
 
-_UNMET = "issue 5 bar not met by the shipped toy model (final checkpoint, full 4 x 48 set); measured "
+_UNMET = "issue 5 bar not met by the shipped toy model (5,600-step checkpoint, full 4 x 48 set); measured "
 
 
-@pytest.mark.xfail(reason=_UNMET + "J&F 0.329", strict=False)
+@pytest.mark.xfail(reason=_UNMET + "J&F 0.387 (naive 0.253, keyframes 0.648)", strict=False)
 def test_frame0_box_only_reaches_jf_080(frame0):
     jf = _mean(frame0)
     assert jf >= 0.80, f"J&F {jf:.3f} with a box on frame 0 only (per clip: {[round(e['JF'], 3) for e in frame0]})"
@@ -80,8 +80,8 @@ def test_chunking_adds_no_identity_switches(chunked, frame0):
     assert sum(e["id_switches"] for e in chunked) <= sum(e["id_switches"] for e in frame0)
 
 
-@pytest.mark.xfail(reason=_UNMET + "4 switches over 4 clips, all inside chunks (masks drifting onto touching "
-                   "neighbours), the same with and without chunking", strict=False)
+@pytest.mark.xfail(reason=_UNMET + "1 switch over 4 clips, inside a chunk (a mask drifting onto a touching "
+                   "neighbour), the same with and without chunking", strict=False)
 def test_chunked_has_no_identity_switches(chunked):
     switches = sum(e["id_switches"] for e in chunked)
     assert switches == 0, f"{switches} identity switches"
@@ -101,7 +101,7 @@ def test_tracker_measured_beside_the_naive_baseline(toy, standard, frame0):
     assert _mean(frame0) >= _mean(naive) - 0.05, f"tracker J&F {_mean(frame0):.3f} vs naive {_mean(naive):.3f}"
 
 
-@pytest.mark.xfail(reason=_UNMET + "no mask on 0/88 hidden frames, re-acquired 0/10", strict=False)
+@pytest.mark.xfail(reason=_UNMET + "no mask on 71/88 hidden frames, re-acquired 2/10", strict=False)
 def test_occlusion_hides_the_mask_and_reacquires(toy):
     """Bars: no mask on >= 90% of fully hidden frames; re-acquired (IoU >= 0.5) within 5 frames of
     reappearing (visible area back to a quarter of its median) in >= 90% of cases."""
@@ -110,19 +110,25 @@ def test_occlusion_hides_the_mask_and_reacquires(toy):
         f"no mask on {c['silent']}/{c['hidden']} hidden frames; re-acquired {c['reacquired']}/{c['events']}")
 
 
-@pytest.mark.xfail(reason=_UNMET + "2 of 11 fully visible objects found", strict=False)
+@pytest.mark.xfail(reason="issue 5 bar not met by the shipped toy model: 2 of the 5 fully visible objects of this "
+                   "set found with the toy's thresholds (10 of 11 on the seed-1 clips they were chosen on)", strict=False)
 def test_auto_mode_finds_fully_visible_objects(toy, standard):
     """Chunk first frames (0 and 24: first frames of chunks 1 and 3 for chunk 16 / overlap 4,
     two per clip to keep the test short). An object counts as fully
     visible on a frame when it does not touch the border and its visible area is >= 90% of its
     largest visible area in the clip (the ground truth holds visible parts only)."""
+    from pathlib import Path
+
+    from hqseg_ray.config import load_job_config
     from hqseg_ray.track.auto import discover_objects
 
+    # the toy's own discovery thresholds (configs/model-toy.yaml, chosen on seed-1 clips)
+    auto = load_job_config(Path(__file__).parents[2] / "configs" / "model-toy.yaml").auto
     found = total = 0
     for v, emb in standard:
         areas = {o: np.array([(a == o).sum() for a in v.annotations]) for o in v.objects}
         for t in (0, 12):
-            d = discover_objects(toy, emb.select([t]), 0, AutoConfig())
+            d = discover_objects(toy, emb.select([t]), 0, auto)
             for o in v.objects:
                 m = v.mask(t, o)
                 if not m.any() or m[0].any() or m[-1].any() or m[:, 0].any() or m[:, -1].any():
