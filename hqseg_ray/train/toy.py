@@ -235,9 +235,10 @@ def train(out: str, seed: int = 0, steps: Optional[int] = None, minutes: Optiona
         torch.nn.utils.clip_grad_norm_(sam.parameters(), 1.0)
         opt.step()
         step += 1
-        ema = float(loss) if ema is None else 0.98 * ema + 0.02 * float(loss)
+        loss_f = float(loss.detach())
+        ema = loss_f if ema is None else 0.98 * ema + 0.02 * loss_f
         if step % 25 == 0:
-            logger.info("step %d loss %.4f (ema %.4f) lr %.2e %.1f min", step, float(loss), ema, lr_now,
+            logger.info("step %d loss %.4f (ema %.4f) lr %.2e %.1f min", step, loss_f, ema, lr_now,
                         (time.time() - t0) / 60)
         if step % eval_every == 0:
             metrics = evaluate(sam, heldout, spec.image_size, bf16)
