@@ -225,9 +225,9 @@ def exclusive(jobs: list, masks: list[np.ndarray], scores, oks: list[bool], max_
 
 def _bled(prev: ObjectState, area: int, inter: int) -> bool:
     """Did a propagated track's mask grow by (about) ``inter`` pixels it did not have before?"""
-    if not prev.areas:
+    if not prev.areas:  # visible_state keeps only the last area_window areas
         return False
-    ref = float(np.median(prev.areas[-5:]))
+    ref = float(np.median(prev.areas))
     return area >= ref + 0.5 * inter and area - inter >= 0.85 * ref
 
 

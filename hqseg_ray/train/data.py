@@ -63,6 +63,14 @@ def jitter_box(rng: np.random.Generator, box: np.ndarray, size: tuple[int, int],
     return out
 
 
+def one_frame_motion(rng: np.random.Generator, cx: float, cy: float, extent: float, shift_floor: float) -> np.ndarray:
+    """A random ``[2, 3]`` affine like one frame of object motion about (cx, cy): rotation (std 6
+    degrees), scale (std 6 %), shift (std 5 % of ``extent`` plus ``shift_floor`` pixels)."""
+    a = cv2.getRotationMatrix2D((float(cx), float(cy)), float(rng.normal(0, 6)), float(np.exp(rng.normal(0, 0.06))))
+    a[:, 2] += rng.normal(0, 0.05 * extent + shift_floor, 2)
+    return a
+
+
 def previous_frame_logits(rng: np.random.Generator, mask: np.ndarray, low: int) -> np.ndarray:
     """Low-res logits ``[low, low]`` of a mask that looks like the object one frame earlier:
     moved, rotated, scaled, eroded or dilated, at the decoder's logit scale."""
@@ -71,9 +79,7 @@ def previous_frame_logits(rng: np.random.Generator, mask: np.ndarray, low: int) 
     ys, xs = np.nonzero(m)
     cx, cy = xs.mean(), ys.mean()
     extent = max(xs.max() - xs.min(), ys.max() - ys.min(), 4)
-    a = cv2.getRotationMatrix2D((float(cx), float(cy)), float(rng.normal(0, 6)), float(np.exp(rng.normal(0, 0.06))))
-    a[:, 2] += rng.normal(0, 0.05 * extent + 1.0, 2)
-    m = cv2.warpAffine(m, a, (s, s), flags=cv2.INTER_NEAREST)
+    m = cv2.warpAffine(m, one_frame_motion(rng, cx, cy, extent, 1.0), (s, s), flags=cv2.INTER_NEAREST)
     k = int(rng.integers(-3, 4))
     if k:
         ker = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * abs(k) + 1, 2 * abs(k) + 1))
@@ -96,10 +102,8 @@ def warp_logits(rng: np.random.Generator, logits: np.ndarray) -> np.ndarray:
         else:
             cx = cy = s / 2
             extent = 2
-        a = cv2.getRotationMatrix2D((float(cx), float(cy)), float(rng.normal(0, 6)),
-                                    float(np.exp(rng.normal(0, 0.06))))
-        a[:, 2] += rng.normal(0, 0.05 * extent + 0.25, 2)
-        out[i] = cv2.warpAffine(lg.astype(np.float32), a, (s, s), flags=cv2.INTER_LINEAR,
+        out[i] = cv2.warpAffine(lg.astype(np.float32), one_frame_motion(rng, cx, cy, extent, 0.25), (s, s),
+                                flags=cv2.INTER_LINEAR,
                                 borderMode=cv2.BORDER_CONSTANT, borderValue=float(lg.min()))
     return out
 
