@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Optional
 
+import cv2
 import numpy as np
 
 from hqseg_ray.config import TrackerConfig
@@ -60,29 +61,39 @@ def reacquire_prompts(state: ObjectState, local_frame: int, cfg: TrackerConfig,
                       geo: LowResGeometry) -> tuple[list[Prompt], np.ndarray]:
     """Candidate prompts for a hidden object (``state.lost > 0``).
 
-    Boxes of the object's typical size, enlarged by ``reacquire_margin`` (more the longer it is
-    lost), centred along its path carried on by its last velocity (it may have stopped, slowed or
-    gone on: 0, 1/2, 1, 3/2 and 2 times the extrapolated shift) or, for a (nearly) still object, one
-    typical size around it; each with the last good logits moved there as mask input. The tracker
-    keeps the best-scoring candidate that passes the re-acquisition checks. ``method: naive``
-    re-prompts the last box only.
+    Boxes of the whole object's size (``state.full_box``: its last box before an occluder or the
+    frame edge began to cut it), grown by ``box_margin + reacquire_margin`` (a little more the
+    longer it is lost, as it may have changed size), centred where its last velocity carries that
+    box (0, 1/2, 3/4, 1, 5/4, 3/2 and 2 times the extrapolated shift: it may have stopped, slowed
+    or gone on) or, for a (nearly) still object, one size around it; each with the last good
+    logits moved there as mask input. Tight boxes, because a box prompt asks the model for an
+    object that fills it: a box much larger than the object gets the occluder or the background
+    segmented. The tracker keeps the best-scoring candidate that passes the re-acquisition
+    checks. ``method: naive`` re-prompts the last box only.
 
     Returns: (candidates, predicted box at the extrapolated position).
     """
     n = state.lost
-    k = min(n, MAX_EXTRAPOLATION)
     h, w = geo.original_size
     v = np.asarray(state.velocity, np.float64)
-    grow = min(MAX_SEARCH_GROW, cfg.box_margin + cfg.reacquire_margin * (1 + n / 8.0))
     if cfg.method == "naive":
+        grow = cfg.box_margin + cfg.reacquire_margin
         return [Prompt(frame=local_frame, box=expand_box(state.box, grow, (h, w)))], state.box
+    full = np.asarray(state.full_box if state.full_box is not None else state.box, np.float64)
+    k = min(max(state.since_full, n), MAX_EXTRAPOLATION)
+    grow = min(MAX_SEARCH_GROW, cfg.box_margin + cfg.reacquire_margin * (1 + n / 16.0))
     side = max(float(np.sqrt(np.median(state.areas))) if state.areas else 0.0, 4.0)
-    bw = max(state.box[2] - state.box[0], side) * (1 + 2 * grow)
-    bh = max(state.box[3] - state.box[1], side) * (1 + 2 * grow)
-    c0 = (state.box[:2] + state.box[2:]) / 2
-    shifts = [v * k * f for f in (0.0, 0.5, 1.0, 1.5, 2.0)]
-    if float(np.hypot(*(v * k))) < side:  # (nearly) still: search around instead of along a path
+    bw = max(full[2] - full[0], side) * (1 + 2 * grow)
+    bh = max(full[3] - full[1], side) * (1 + 2 * grow)
+    c0 = (full[:2] + full[2:]) / 2
+    path = v * k
+    dist = float(np.hypot(*path))
+    shifts = [path * f for f in (1.0, 0.75, 1.25, 0.5, 1.5, 0.0, 2.0)]
+    if dist < side:  # (nearly) still: search around instead of along a path
         shifts += [np.array(d, np.float64) * side for d in ((1, 0), (-1, 0), (0, 1), (0, -1))]
+    else:  # and half a size to either side of the path, where a small error in direction leads
+        across = np.array([-path[1], path[0]]) / dist * 0.5 * side
+        shifts += [path * f + sgn * across for f in (1.0, 0.75, 1.25) for sgn in (1, -1)]
     out, seen = [], set()
     for d in shifts:
         c = c0 + d
@@ -95,11 +106,32 @@ def reacquire_prompts(state: ObjectState, local_frame: int, cfg: TrackerConfig,
         if key in seen:
             continue
         seen.add(key)
-        mi = geo.shift_logits(state.logits, Motion(float(d[0]), float(d[1])), state.box) if cfg.use_mask_input else None
+        # the last good logits were seen (since_full - lost) frames after full_box
+        dd = d - v * max(0, state.since_full - n)
+        mi = geo.shift_logits(state.logits, Motion(float(dd[0]), float(dd[1])), state.box) if cfg.use_mask_input else None
         out.append(Prompt(frame=local_frame, box=box, mask_input=mi))
     if not out:  # every candidate off-frame: the edge nearest to where it left
         out.append(Prompt(frame=local_frame, box=expand_box(state.box, grow, (h, w))))
-    return out, move_box(state.box, Motion(float(v[0]) * k, float(v[1]) * k))
+    return out, move_box(full, Motion(float(v[0]) * k, float(v[1]) * k))
+
+
+def touching(masks: list[np.ndarray], oks: list[bool], gap: int = 2) -> list[bool]:
+    """For each kept mask of one frame: does it come within ``gap`` pixels of another kept mask?"""
+    boxes = [mask_to_box(m) if ok else None for m, ok in zip(masks, oks)]
+    out = [False] * len(masks)
+    for a in range(len(masks)):
+        for b in range(a + 1, len(masks)):
+            ba, bb = boxes[a], boxes[b]
+            if ba is None or bb is None or ba[0] > bb[2] + gap or bb[0] > ba[2] + gap or ba[1] > bb[3] + gap \
+                    or bb[1] > ba[3] + gap:
+                continue
+            x1, y1 = int(max(0, min(ba[0], bb[0]) - gap)), int(max(0, min(ba[1], bb[1]) - gap))
+            x2, y2 = int(max(ba[2], bb[2]) + gap), int(max(ba[3], bb[3]) + gap)
+            ma = masks[a][y1:y2, x1:x2].astype(np.uint8)
+            grown = cv2.dilate(ma, np.ones((2 * gap + 1, 2 * gap + 1), np.uint8)) > 0
+            if (grown & masks[b][y1:y2, x1:x2]).any():
+                out[a] = out[b] = True
+    return out
 
 
 def touches_border(mask: np.ndarray, margin: int = 1) -> bool:
@@ -133,30 +165,47 @@ def accept(state: Optional[ObjectState], area: int, score: float, cfg: TrackerCo
 
 def visible_state(prev: Optional[ObjectState], template: ObjectState, frame_index: int, mask: np.ndarray,
                   logits: np.ndarray, score: float, motion: Optional[Motion], seed: bool,
-                  cfg: TrackerConfig) -> ObjectState:
+                  cfg: TrackerConfig, contact: bool = False) -> ObjectState:
     """State after a good mask on ``frame_index``. ``template`` supplies ids; ``prev`` the history
-    (None or ignored for seeds, which restart the area history)."""
+    (None or ignored for seeds, which restart the area history). ``contact``: the mask touches
+    another object's on this frame, so its box and flow points may mix in the other object (one
+    about to pass in front of it, typically): the frame does not update the velocity or the whole-
+    object box."""
     area = int(mask.sum())
+    box = mask_to_box(mask)
     if seed or prev is None:
         areas, vel, dist, scores = [area], (prev.velocity if prev is not None else np.zeros(2)), 0, [float(score)]
+        full_box, since_full, steps = box, 0, []
     else:
         ref = float(np.median(prev.areas[-cfg.area_window:])) if prev.areas else 0.0
         areas = (prev.areas + [area])[-cfg.area_window:]
         scores = (list(prev.scores) + [float(score)])[-cfg.area_window:]
         vel = prev.velocity
-        box = mask_to_box(mask)
-        if prev.lost == 0 and area >= 0.7 * ref:  # observed motion, unless the object is being cut off
-            step = (box[:2] + box[2:]) / 2 - (prev.box[:2] + prev.box[2:]) / 2
-            vel = 0.5 * prev.velocity + 0.5 * step
+        full_box, since_full, steps = prev.full_box, prev.since_full + 1, list(prev.steps)
+        if prev.lost == 0 and area >= 0.7 * ref and not contact:  # observed motion, unless it is being cut off
+            # this frame's motion: the optical flow of the object's own points where it found
+            # some (a mask that also covers a still neighbour moves its box centre at a fraction
+            # of the object's speed), else the box centre's step; the velocity is the median of
+            # the recent ones (one bad flow estimate, e.g. on points of an occluder, does not
+            # stop a hidden object's extrapolated path)
+            if motion is not None and motion.points > 0:
+                step = np.array([motion.dx, motion.dy], np.float64)
+            else:
+                step = (box[:2] + box[2:]) / 2 - (prev.box[:2] + prev.box[2:]) / 2
+            steps = (list(prev.steps) + [step])[-cfg.area_window:]
+            vel = np.median(np.asarray(steps, np.float64), axis=0)
+            full_box, since_full = box, 0
         dist = prev.seed_distance + 1
     return replace(template, frame_index=int(frame_index), logits=np.asarray(logits, np.float32), mask=mask,
-                   box=mask_to_box(mask), areas=areas, velocity=np.asarray(vel, np.float64), lost=0,
-                   score=float(score), seed_distance=dist, scores=scores)
+                   box=box, areas=areas, velocity=np.asarray(vel, np.float64), lost=0,
+                   score=float(score), seed_distance=dist, scores=scores, full_box=full_box, since_full=since_full,
+                   steps=steps)
 
 
 def occluded_state(prev: ObjectState, frame_index: int) -> ObjectState:
     """State after a frame without a good mask: the last good mask/box/logits are kept."""
-    return replace(prev, frame_index=int(frame_index), lost=prev.lost + 1, seed_distance=prev.seed_distance + 1)
+    return replace(prev, frame_index=int(frame_index), lost=prev.lost + 1, seed_distance=prev.seed_distance + 1,
+                   since_full=prev.since_full + 1)
 
 
 def exclusive(jobs: list, masks: list[np.ndarray], scores, oks: list[bool], max_overlap: float,
@@ -232,10 +281,11 @@ def _bled(prev: ObjectState, area: int, inter: int) -> bool:
 
 
 def choose_candidates(jobs: list, owner: list[int], masks: list[np.ndarray], scores, oks: list[bool],
-                      max_overlap: float) -> list[int]:
+                      max_overlap: float, rank=None) -> list[int]:
     """Index (into the flat decode) of the prediction each job keeps: its only one, or for a
-    re-acquisition the best-scoring acceptable candidate that is not mostly another object's
-    (non-re-acquisition) mask on this frame."""
+    re-acquisition the best acceptable candidate (highest ``rank``, default the scores) that is
+    not mostly another object's (non-re-acquisition) mask on this frame."""
+    rank = scores if rank is None else rank
     firm = [i for i, k in enumerate(owner) if not jobs[k].candidates and oks[i]]
     pick: list[Optional[int]] = [None] * len(jobs)
     for i, k in enumerate(owner):
@@ -244,7 +294,7 @@ def choose_candidates(jobs: list, owner: list[int], masks: list[np.ndarray], sco
     for k, job in enumerate(jobs):
         if not job.candidates:
             continue
-        idx = sorted((i for i, o in enumerate(owner) if o == k), key=lambda i: -float(scores[i]))
+        idx = sorted((i for i, o in enumerate(owner) if o == k), key=lambda i: (-float(rank[i]), -float(scores[i])))
         pick[k] = idx[0]
         for i in idx:
             area = masks[i].sum()

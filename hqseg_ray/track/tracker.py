@@ -27,7 +27,7 @@ from hqseg_ray.track.motion import (LowResGeometry, Motion, clip_mask, color_his
                                     hist_similarity, to_gray)
 from hqseg_ray.track.seeds import SeedPrompt, carried_states, normalize_prompts
 from hqseg_ray.track.step import (accept, choose_candidates, exclusive, occluded_state, propagation_prompt,
-                                  reacquire_prompts, touches_border, visible_state)
+                                  reacquire_prompts, touches_border, touching, visible_state)
 from hqseg_ray.track.stitch import mean_iou
 from hqseg_ray.track.types import ChunkResult, ObjectState, TrackEntry, TrackInfo, as_tracking_config
 
@@ -268,7 +268,7 @@ class _ChunkRun:
                     seed = tr.seeds.get(s_next)
                     if seed is not None and seed.state is None and (tid, s_next) in self.seed_states:
                         st0 = self.seed_states[(tid, s_next)]
-                        live[tid] = (replace(st0, velocity=np.zeros(2)), s_next)
+                        live[tid] = (replace(st0, velocity=np.zeros(2), steps=[]), s_next)
                     if tid not in live:
                         continue
                     s, p = live[tid][1], tr.prev_seed(t)
@@ -373,7 +373,15 @@ class _ChunkRun:
         all_ok = [bool(all_masks[i].sum() >= max(1, self.tcfg.min_area)) if jobs[k].mode == "seed"
                   else accept(jobs[k].prev, int(all_masks[i].sum()), float(all_scores[i]), self.tcfg,
                               touches_border(all_masks[i]), raw_areas[i]) for i, k in enumerate(owner)]
-        pick = choose_candidates(jobs, owner, all_masks, all_scores, all_ok, self.tcfg.max_overlap)
+        rank = None
+        if self.tcfg.reacquire_min_appearance > 0:  # re-acquisition: the candidate whose colours match best
+            rank = [0.0] * len(flat)
+            for i, k in enumerate(owner):
+                if jobs[k].candidates and all_ok[i] and jobs[k].prev.hist is not None:
+                    h = color_hist(self.frames[t], all_masks[i])
+                    rank[i] = hist_similarity(h, jobs[k].prev.hist) if h is not None else 0.0
+                    all_ok[i] = rank[i] >= self.tcfg.reacquire_min_appearance
+        pick = choose_candidates(jobs, owner, all_masks, all_scores, all_ok, self.tcfg.max_overlap, rank)
         masks = [all_masks[i] for i in pick]
         scores = [float(all_scores[i]) for i in pick]
         logits = [all_logits[i] for i in pick]
@@ -389,6 +397,9 @@ class _ChunkRun:
             masks[hi] = masks[hi] & ~masks[lo]
         if self.tcfg.non_overlap:
             masks = self._resolve_overlaps(t, masks, oks, logits_t, pick)
+        # giving pixels back or to a neighbour can leave a mask (nearly) empty: then it is not seen
+        oks = [ok and int(m.sum()) >= max(1, self.tcfg.min_area) for ok, m in zip(oks, masks)]
+        near = touching(masks, oks)
         out: list[Optional[ObjectState]] = []
         visible = []
         for k, job in enumerate(jobs):
@@ -404,7 +415,7 @@ class _ChunkRun:
                 self.seed_states[(job.tid, t)] = st
             else:
                 st = (visible_state(job.prev, job.prev, self.fidx[t], mask, logits[k], score, job.motion, False,
-                                    self.tcfg) if ok else occluded_state(job.prev, self.fidx[t]))
+                                    self.tcfg, contact=near[k]) if ok else occluded_state(job.prev, self.fidx[t]))
             if ok and hists[k] is not None:  # colour model: set by a seed, then updated slowly
                 base = job.prev.hist if job.mode != "seed" and job.prev is not None else None
                 st = replace(st, hist=hists[k] if base is None else 0.9 * base + 0.1 * hists[k])

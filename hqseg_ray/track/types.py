@@ -127,6 +127,12 @@ class ObjectState:
         seed_distance: frames from the seed this state was propagated from.
         scores: predicted IoU of recent good masks, newest last.
         hist: ``[24]`` float32 colour model (8-bin histogram per RGB channel, each summing to 1).
+        full_box: ``[4]`` box of the last good mask that was not cut off (area at least 0.7 of the
+            recent median): where and how big the whole object was before an occluder or the frame
+            edge started to hide it; re-acquisition searches with boxes of this size.
+        since_full: frames (in the direction of propagation) since ``full_box`` was observed.
+        steps: recent per-frame motions ``(dx, dy)`` (optical flow, else the box centre's step) of
+            frames where the object was not cut off; ``velocity`` is their median.
     """
 
     track_id: int
@@ -143,6 +149,9 @@ class ObjectState:
     seed_distance: int = 0
     scores: list[float] = field(default_factory=list)
     hist: Optional[np.ndarray] = None
+    full_box: Optional[np.ndarray] = None
+    since_full: int = 0
+    steps: list = field(default_factory=list)
 
     def to_dict(self, chunk_index: int) -> dict:
         """Plain dict (numpy arrays, lists, ints; mask as RLE) that survives Ray / pickle."""
@@ -155,7 +164,10 @@ class ObjectState:
                 "velocity": [float(v) for v in self.velocity], "lost": int(self.lost),
                 "score": float(self.score), "seed_distance": int(self.seed_distance),
                 "scores": [float(s) for s in self.scores],
-                "hist": None if self.hist is None else np.asarray(self.hist, np.float32)}
+                "hist": None if self.hist is None else np.asarray(self.hist, np.float32),
+                "full_box": None if self.full_box is None else [float(v) for v in self.full_box],
+                "since_full": int(self.since_full),
+                "steps": [[float(a), float(b)] for a, b in self.steps]}
 
     @classmethod
     def from_dict(cls, d: dict) -> "ObjectState":
@@ -172,7 +184,10 @@ class ObjectState:
                    lost=int(d.get("lost", 0)), score=float(d.get("score", 1.0)),
                    seed_distance=int(d.get("seed_distance", 0)),
                    scores=[float(s) for s in d.get("scores") or [d.get("score", 1.0)]],
-                   hist=None if d.get("hist") is None else np.asarray(d["hist"], np.float32))
+                   hist=None if d.get("hist") is None else np.asarray(d["hist"], np.float32),
+                   full_box=None if d.get("full_box") is None else np.asarray(d["full_box"], np.float64),
+                   since_full=int(d.get("since_full", 0)),
+                   steps=[np.asarray(x, np.float64) for x in d.get("steps") or []])
 
 
 def as_tracking_config(config: Any) -> TrackingConfig:

@@ -1,11 +1,15 @@
-"""The one-frame identity guard between objects (``hqseg_ray.track.step.exclusive``)."""
+"""One propagation step (``hqseg_ray.track.step``): the identity guard between objects, the
+velocity and whole-object box a hidden object is searched with, and the re-acquisition candidates."""
 
 from types import SimpleNamespace
 
 import numpy as np
 
+from hqseg_ray.config import TrackerConfig
 from hqseg_ray.track import ObjectState
-from hqseg_ray.track.step import exclusive
+from hqseg_ray.track.motion import LowResGeometry, Motion
+from hqseg_ray.track.step import (choose_candidates, exclusive, occluded_state, reacquire_prompts, touching,
+                                  visible_state)
 
 
 def _state(mask: np.ndarray, lost: int, area_hist: list[int]) -> ObjectState:
@@ -46,3 +50,96 @@ def test_a_track_that_bled_onto_a_returning_object_gives_its_pixels_back():
     assert oks == [True, True] and carve == [(0, 1)]
     # without a carve list (callers that cannot carve) the old rule holds
     assert exclusive([big_job, back_job], [bled, small], [0.9, 0.9], [True, True], 0.5) == [True, False]
+
+
+# -- velocity, whole-object box, re-acquisition candidates ----------------------------------------
+
+def _walk(cfg, flows, h=60, w=160, r=8, speed=4.0):
+    """A disc moving ``speed`` px/frame to the right, seeded on frame 0, then propagated with the
+    given per-frame flow estimates (dx or None for 'no flow points')."""
+    st = None
+    for t, dx in enumerate([None] + list(flows)):
+        m = _disc(h, w, 20 + speed * t, 30, r)
+        motion = None if dx is None else Motion(dx, 0.0, points=10)
+        st = visible_state(st, st or _state(m, 0, [int(m.sum())]), t, m, np.zeros((8, 8), np.float32), 0.9,
+                           motion, t == 0, cfg)
+    return st
+
+
+def test_velocity_is_the_median_of_recent_motions():
+    cfg = TrackerConfig()
+    st = _walk(cfg, [4.0, 4.1, 3.9, 4.0])
+    assert abs(st.velocity[0] - 4.0) < 0.11 and abs(st.velocity[1]) < 1e-9
+    # one flow estimate on the wrong points (an occluder's, standing still) does not stop the object
+    st = _walk(cfg, [4.0, 4.1, 3.9, 4.0, 0.0])
+    assert abs(st.velocity[0] - 4.0) < 0.11
+    # no flow points: the box centre's step
+    st = _walk(cfg, [None, None, None])
+    assert abs(st.velocity[0] - 4.0) < 1e-6
+
+
+def test_whole_object_box_is_kept_while_the_object_is_cut_off():
+    cfg = TrackerConfig()
+    st = _walk(cfg, [4.0, 4.0, 4.0])
+    full = st.full_box.copy()
+    assert st.since_full == 0
+    sliver = _disc(60, 160, 36, 30, 8) & (np.mgrid[:60, :160][1] < 33)  # cut by an occluder on its right
+    cut = visible_state(st, st, 4, sliver, st.logits, 0.9, Motion(4.0, 0.0, points=10), False, cfg)
+    assert np.array_equal(cut.full_box, full) and cut.since_full == 1
+    assert np.array_equal(cut.velocity, st.velocity)  # a cut object's box step says nothing of its motion
+    hidden = occluded_state(occluded_state(cut, 5), 6)
+    assert hidden.lost == 2 and hidden.since_full == 3 and np.array_equal(hidden.full_box, full)
+    again = ObjectState.from_dict(hidden.to_dict(0))  # the relay carries all of it
+    assert np.array_equal(again.full_box, full) and again.since_full == 3 and len(again.steps) == len(hidden.steps)
+
+
+def test_contact_with_another_object_freezes_the_velocity_and_the_whole_box():
+    """An object touching another (about to pass behind it) mixes the other's pixels into its box and
+    flow: those frames do not update its motion or its whole-object box."""
+    cfg = TrackerConfig()
+    st = _walk(cfg, [4.0, 4.0, 4.0])
+    m = _disc(60, 160, 36, 30, 8)
+    touched = visible_state(st, st, 4, m, st.logits, 0.9, Motion(0.5, 0.0, points=10), False, cfg, contact=True)
+    assert np.array_equal(touched.velocity, st.velocity) and np.array_equal(touched.full_box, st.full_box)
+    assert touched.since_full == 1
+    free = visible_state(st, st, 4, m, st.logits, 0.9, Motion(4.0, 0.0, points=10), False, cfg)
+    assert free.since_full == 0 and not np.array_equal(free.full_box, st.full_box)
+
+
+def test_touching_masks():
+    a, b, c = _disc(60, 100, 20, 30, 8), _disc(60, 100, 38, 30, 9), _disc(60, 100, 80, 30, 8)
+    assert touching([a, b, c], [True, True, True]) == [True, True, False]   # 1 px apart
+    assert touching([a, b, c], [True, False, True]) == [False, False, False]  # b is not kept
+    assert touching([a, b, c], [True, True, True], gap=0) == [False, False, False]
+
+
+def test_reacquisition_candidates_are_object_sized_along_the_path():
+    cfg = TrackerConfig()
+    st = _walk(cfg, [4.0, 4.0, 4.0])
+    sliver = _disc(60, 160, 36, 30, 8) & (np.mgrid[:60, :160][1] < 33)
+    st = visible_state(st, st, 4, sliver, st.logits, 0.9, Motion(4.0, 0.0, points=10), False, cfg)
+    for t in range(5, 15):
+        st = occluded_state(st, t)
+    geo = LowResGeometry((60, 160), 64, (16, 16))
+    cands, pred = reacquire_prompts(st, 15, cfg, geo)
+    fw = st.full_box[2] - st.full_box[0]
+    grow = cfg.box_margin + cfg.reacquire_margin * (1 + st.lost / 16)
+    widths = {round(float(p.box[2] - p.box[0]), 3) for p in cands if 0 < p.box[0] and p.box[2] < 160}
+    assert widths == {round(fw * (1 + 2 * grow), 3)}  # the whole object's size, not the sliver's
+    centres = np.array([[(p.box[0] + p.box[2]) / 2, (p.box[1] + p.box[3]) / 2] for p in cands])
+    expected = (st.full_box[:2] + st.full_box[2:]) / 2 + st.velocity * st.since_full
+    assert np.allclose(centres[0], expected)                       # first: where it should be now
+    assert np.allclose((pred[:2] + pred[2:]) / 2, expected)
+    assert (centres[:, 1] != expected[1]).sum() >= 4                # and beside the path
+    assert all(p.mask_input is not None and p.mask_input.shape == (16, 16) for p in cands)
+
+
+def test_reacquisition_picks_the_best_appearance_then_the_best_score():
+    h, w = 20, 20
+    masks = [np.ones((h, w), bool)] * 3
+    jobs = [SimpleNamespace(candidates=[0, 1, 2])]
+    owner = [0, 0, 0]
+    scores = [0.9, 0.6, 0.7]
+    assert choose_candidates(jobs, owner, masks, scores, [True] * 3, 0.5) == [0]
+    assert choose_candidates(jobs, owner, masks, scores, [True] * 3, 0.5, rank=[0.2, 0.9, 0.9]) == [2]
+    assert choose_candidates(jobs, owner, masks, scores, [True, False, True], 0.5, rank=[0.2, 0.9, 0.8]) == [2]
