@@ -94,9 +94,12 @@ def reacquire_prompts(state: ObjectState, local_frame: int, cfg: TrackerConfig,
     else:  # and half a size to either side of the path, where a small error in direction leads
         across = np.array([-path[1], path[0]]) / dist * 0.5 * side
         shifts += [path * f + sgn * across for f in (1.0, 0.75, 1.25) for sgn in (1, -1)]
+    centres = [c0 + d for d in shifts]
+    if n >= 2:  # it left through a frame edge: it may come back anywhere near where it left
+        centres += edge_centres(state.box, bw, bh, (h, w), n)
     out, seen = [], set()
-    for d in shifts:
-        c = c0 + d
+    for c in centres:
+        d = c - c0
         box = np.array([c[0] - bw / 2, c[1] - bh / 2, c[0] + bw / 2, c[1] + bh / 2])
         box[[0, 2]] = np.clip(box[[0, 2]], 0, w)
         box[[1, 3]] = np.clip(box[[1, 3]], 0, h)
@@ -113,6 +116,28 @@ def reacquire_prompts(state: ObjectState, local_frame: int, cfg: TrackerConfig,
     if not out:  # every candidate off-frame: the edge nearest to where it left
         out.append(Prompt(frame=local_frame, box=expand_box(state.box, grow, (h, w))))
     return out, move_box(full, Motion(float(v[0]) * k, float(v[1]) * k))
+
+
+def edge_centres(box: np.ndarray, bw: float, bh: float, size: tuple[int, int], lost: int) -> list[np.ndarray]:
+    """Centres of ``bw`` x ``bh`` candidate boxes lying inside the frame along each edge that
+    ``box`` touches (within 2 pixels): where it left and 1-4 steps of 3/4 of its size to either
+    side, the steps widening the longer the object has been gone."""
+    h, w = size
+    x1, y1, x2, y2 = box
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    spread = 1 + lost / 12.0
+    out = []
+    for touches, along, fixed in ((x1 <= 2, "y", bw / 2), (x2 >= w - 2, "y", w - bw / 2),
+                                  (y1 <= 2, "x", bh / 2), (y2 >= h - 2, "x", h - bh / 2)):
+        if not touches:
+            continue
+        step = 0.75 * (bh if along == "y" else bw) * spread
+        for j in (0, 1, -1, 2, -2, 3, -3, 4, -4):
+            if along == "y":
+                out.append(np.array([fixed, float(np.clip(cy + j * step, bh / 2, h - bh / 2))]))
+            else:
+                out.append(np.array([float(np.clip(cx + j * step, bw / 2, w - bw / 2)), fixed]))
+    return out
 
 
 def touching(masks: list[np.ndarray], oks: list[bool], gap: int = 2) -> list[bool]:

@@ -8,8 +8,8 @@ import numpy as np
 from hqseg_ray.config import TrackerConfig
 from hqseg_ray.track import ObjectState
 from hqseg_ray.track.motion import LowResGeometry, Motion
-from hqseg_ray.track.step import (choose_candidates, exclusive, occluded_state, reacquire_prompts, touching,
-                                  visible_state)
+from hqseg_ray.track.step import (choose_candidates, edge_centres, exclusive, occluded_state, reacquire_prompts,
+                                  touching, visible_state)
 
 
 def _state(mask: np.ndarray, lost: int, area_hist: list[int]) -> ObjectState:
@@ -143,3 +143,17 @@ def test_reacquisition_picks_the_best_appearance_then_the_best_score():
     assert choose_candidates(jobs, owner, masks, scores, [True] * 3, 0.5) == [0]
     assert choose_candidates(jobs, owner, masks, scores, [True] * 3, 0.5, rank=[0.2, 0.9, 0.9]) == [2]
     assert choose_candidates(jobs, owner, masks, scores, [True, False, True], 0.5, rank=[0.2, 0.9, 0.8]) == [2]
+
+
+def test_an_object_that_left_through_an_edge_is_searched_for_along_it():
+    # left through the left edge around y = 50 of a 200 x 100 frame; candidate boxes 20 x 10
+    cs = np.array(edge_centres(np.array([0.0, 45, 6, 55]), 20, 10, (100, 200), lost=6))
+    assert np.allclose(cs[:, 0], 10)                        # inside the frame, against the edge
+    assert np.isclose(cs[0, 1], 50) and cs[:, 1].min() < 40 and cs[:, 1].max() > 60
+    assert cs[:, 1].min() >= 5 and cs[:, 1].max() <= 95     # never past a corner
+    # the search widens the longer it has been gone
+    later = np.array(edge_centres(np.array([0.0, 45, 6, 55]), 20, 10, (100, 200), lost=24))
+    assert later[1, 1] - 50 > cs[1, 1] - 50 > 0
+    # a corner exit searches both edges; an object inside the frame none
+    assert len(edge_centres(np.array([0.0, 0, 6, 8]), 20, 10, (100, 200), 6)) == 18
+    assert edge_centres(np.array([50.0, 40, 60, 50]), 20, 10, (100, 200), 6) == []
