@@ -65,11 +65,13 @@ def reacquire_prompts(state: ObjectState, local_frame: int, cfg: TrackerConfig,
     frame edge began to cut it), grown by ``box_margin + reacquire_margin`` (a little more the
     longer it is lost, as it may have changed size), centred where its last velocity carries that
     box (0, 1/2, 3/4, 1, 5/4, 3/2 and 2 times the extrapolated shift: it may have stopped, slowed
-    or gone on) or, for a (nearly) still object, one size around it; each with the last good
-    logits moved there as mask input. Tight boxes, because a box prompt asks the model for an
-    object that fills it: a box much larger than the object gets the occluder or the background
-    segmented. The tracker keeps the best-scoring candidate that passes the re-acquisition
-    checks. ``method: naive`` re-prompts the last box only.
+    or gone on; at 3/4, 1 and 5/4 also half a size to either side of the path) or, for a (nearly)
+    still object, one size around it; from the second lost frame on, also along the frame edge it
+    left through (:func:`edge_centres`). Each has the last good logits moved there as mask input.
+    Tight boxes, because a box prompt asks the model for an object that fills it: a box much
+    larger than the object gets the occluder or the background segmented. The tracker keeps the
+    acceptable candidate whose colours match the object best (``reacquire_min_appearance``),
+    else the best-scoring one. ``method: naive`` re-prompts the last box only.
 
     Returns: (candidates, predicted box at the extrapolated position).
     """

@@ -373,12 +373,12 @@ class _ChunkRun:
         all_ok = [bool(all_masks[i].sum() >= max(1, self.tcfg.min_area)) if jobs[k].mode == "seed"
                   else accept(jobs[k].prev, int(all_masks[i].sum()), float(all_scores[i]), self.tcfg,
                               touches_border(all_masks[i]), raw_areas[i]) for i, k in enumerate(owner)]
-        rank = None
+        rank, all_hists = None, {}
         if self.tcfg.reacquire_min_appearance > 0:  # re-acquisition: the candidate whose colours match best
             rank = [0.0] * len(flat)
             for i, k in enumerate(owner):
                 if jobs[k].candidates and all_ok[i] and jobs[k].prev.hist is not None:
-                    h = color_hist(self.frames[t], all_masks[i])
+                    all_hists[i] = h = color_hist(self.frames[t], all_masks[i])
                     rank[i] = hist_similarity(h, jobs[k].prev.hist) if h is not None else 0.0
                     all_ok[i] = rank[i] >= self.tcfg.reacquire_min_appearance
         pick = choose_candidates(jobs, owner, all_masks, all_scores, all_ok, self.tcfg.max_overlap, rank)
@@ -386,7 +386,8 @@ class _ChunkRun:
         scores = [float(all_scores[i]) for i in pick]
         logits = [all_logits[i] for i in pick]
         oks = [all_ok[i] for i in pick]
-        hists = [color_hist(self.frames[t], m) if ok else None for m, ok in zip(masks, oks)]
+        hists = [(all_hists[i] if i in all_hists else color_hist(self.frames[t], all_masks[i])) if all_ok[i] else None
+                 for i in pick]
         if self.tcfg.min_appearance > 0:
             for k, j in enumerate(jobs):
                 if oks[k] and j.mode != "seed" and j.prev.hist is not None and hists[k] is not None:
