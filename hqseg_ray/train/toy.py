@@ -1,6 +1,6 @@
 """Train the toy SAM-HQ model (toy, trained on synthetic scenes) on this CPU.
 
-    hqseg train-toy --out hqseg_ray/model/weights/toy.pt --seed 0 --steps 5600 --minutes 108
+    hqseg train-toy --out hqseg_ray/model/weights/toy.pt --seed 0 --steps 6000 --minutes 115 --workers 2
 
 The model is built by ``build_vit_sam`` from ``segment_anything_hq.modeling`` classes only; its
 spec travels inside the checkpoint. Per step: ``batch`` synthetic scenes, one prompt of each kind
@@ -183,34 +183,100 @@ def evaluate(sam, batches, image_size: int, autocast: bool = True) -> dict:
 def train(out: str, seed: int = 0, steps: Optional[int] = None, minutes: Optional[float] = None,
           spec_name: str = "p16e160", batch_images: int = 8, lr: float = 1e-3, warmup: int = 200,
           eval_every: int = 250, ckpt_minutes: float = 5.0, curve: Optional[str] = None,
-          threads: int = 2, bf16: bool = True, eval_images: int = 48) -> dict:
+          threads: int = 2, bf16: bool = True, eval_images: int = 48, workers: int = 1) -> dict:
     """Train and write the checkpoint to ``out``.
 
     The cosine schedule runs over ``steps`` (reproducible); with ``minutes`` as well (or alone)
-    it also ends when the time is up, whichever comes first.
+    it also ends when the time is up, whichever comes first. ``workers`` > 1 trains data-parallel
+    in that many processes (torch.distributed, gloo on 127.0.0.1), each with ``threads // workers``
+    threads and ``batch_images`` scenes of its own per step; gradients are averaged every step, so
+    the run is as reproducible as a single process (same seed, steps and workers -> same weights).
+    On a small CPU model one process gains little from a second thread (docs/models.md), so two
+    one-thread workers see nearly twice the scenes per minute.
     """
+    kw = dict(out=out, seed=seed, steps=steps, minutes=minutes, spec_name=spec_name, batch_images=batch_images,
+              lr=lr, warmup=warmup, eval_every=eval_every, ckpt_minutes=ckpt_minutes, curve=curve,
+              threads=max(1, threads // max(1, workers)), bf16=bf16, eval_images=eval_images)
+    if workers <= 1:
+        return _train_worker(0, 1, None, **kw)
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:  # a free port for the process group, on the loopback only
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    results = ctx.SimpleQueue()
+    mp.start_processes(_spawned_worker, args=(workers, port, results, kw), nprocs=workers, join=True,
+                       start_method="spawn")
+    return results.get()
+
+
+def _spawned_worker(rank: int, world: int, port: int, results, kw: dict) -> None:
+    import torch.distributed as dist
+
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
+                        format=f"%(asctime)s [worker {rank}] %(message)s")
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        res = _train_worker(rank, world, dist, **kw)
+        if rank == 0:
+            results.put(res)
+    finally:
+        dist.destroy_process_group()
+
+
+def _average_gradients(params: list, world: int, dist) -> None:
+    """All-reduce every gradient as one flat buffer (parameters without a gradient count as 0)."""
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= world
+    i = 0
+    for p in params:
+        n = p.numel()
+        p.grad = flat[i:i + n].view_as(p).clone()
+        i += n
+
+
+def _train_worker(rank: int, world: int, dist, *, out: str, seed: int, steps: Optional[int],
+                  minutes: Optional[float], spec_name: str, batch_images: int, lr: float, warmup: int,
+                  eval_every: int, ckpt_minutes: float, curve: Optional[str], threads: int, bf16: bool,
+                  eval_images: int) -> dict:
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
+    # worker 0 draws exactly the scenes of a single-process run with this seed
+    rng = np.random.default_rng(seed if rank == 0 else (seed, rank))
     spec = SPECS[spec_name]
     sam = build_vit_sam(spec)
     # no enable_sdpa here: with the rel-pos bias as a float mask, CPU training ran 2x slower
     sam.train()
+    params = list(sam.parameters())
+    if dist is not None:
+        for p in params:  # same start everywhere (the seed already gives it; this makes it certain)
+            dist.broadcast(p.data, 0)
+    lead = rank == 0
     low = 4 * spec.image_size // spec.patch_size
-    opt = torch.optim.AdamW(sam.parameters(), lr=lr, weight_decay=0.05)
-    n_params = sum(p.numel() for p in sam.parameters())
-    logger.info("training toy model (%s), spec %s, %.2f M parameters", TOY_LABEL, spec_name, n_params / 1e6)
-    heldout = heldout_set(eval_images, spec)
-    curve_f = open(curve, "a") if curve else None
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.05)
+    n_params = sum(p.numel() for p in params)
+    if lead:
+        logger.info("training toy model (%s), spec %s, %.2f M parameters, %d worker(s) x %d scenes x %d thread(s)",
+                    TOY_LABEL, spec_name, n_params / 1e6, world, batch_images, threads)
+    heldout = heldout_set(eval_images, spec) if lead else None
+    curve_f = open(curve, "a") if (curve and lead) else None
     total_steps = steps or 10 ** 9
     t0 = time.time()
     last_ckpt = t0
     metrics: dict = {}
+    workers_note = f" --workers {world}" if world > 1 else ""
 
     def save(step: int, final: bool = False) -> None:
-        meta = {"label": TOY_LABEL, "spec_name": spec_name, "seed": seed, "step": step,
-                "total_steps": total_steps, "minutes": round((time.time() - t0) / 60, 2), "final": final,
-                "heldout": metrics, "command": f"hqseg train-toy --out {out} --seed {seed} --steps {step} --spec {spec_name}"}
+        meta = {"label": TOY_LABEL, "spec_name": spec_name, "seed": seed, "step": step, "workers": world,
+                "batch_per_worker": batch_images, "total_steps": total_steps,
+                "minutes": round((time.time() - t0) / 60, 2), "final": final, "heldout": metrics,
+                "command": f"hqseg train-toy --out {out} --seed {seed} --steps {step} --spec {spec_name}"
+                           f" --batch {batch_images}{workers_note}"}
         save_spec_checkpoint(sam, spec, out, meta=meta)
         logger.info("checkpoint step %d -> %s", step, out)
 
@@ -222,6 +288,10 @@ def train(out: str, seed: int = 0, steps: Optional[int] = None, minutes: Optiona
         progress = step / total_steps if steps else 0.0
         if minutes is not None:
             progress = max(progress, (time.time() - t0) / 60 / minutes)
+        if dist is not None:  # worker 0's clock decides, so every worker runs the same schedule
+            pt = torch.tensor([progress], dtype=torch.float64)
+            dist.broadcast(pt, 0)
+            progress = float(pt[0])
         if progress >= 1.0:
             break
         lr_now = lr * min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * progress))
@@ -232,11 +302,15 @@ def train(out: str, seed: int = 0, steps: Optional[int] = None, minutes: Optiona
             loss, parts = step_loss(sam, batch, spec.image_size, rng)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(sam.parameters(), 1.0)
+        if dist is not None:
+            _average_gradients(params, world, dist)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         step += 1
         loss_f = float(loss.detach())
         ema = loss_f if ema is None else 0.98 * ema + 0.02 * loss_f
+        if not lead:
+            continue
         if step % 25 == 0:
             logger.info("step %d loss %.4f (ema %.4f) lr %.2e %.1f min", step, loss_f, ema, lr_now,
                         (time.time() - t0) / 60)
@@ -250,6 +324,8 @@ def train(out: str, seed: int = 0, steps: Optional[int] = None, minutes: Optiona
         if time.time() - last_ckpt > ckpt_minutes * 60:
             save(step)
             last_ckpt = time.time()
+    if not lead:
+        return {}
     metrics = evaluate(sam, heldout, spec.image_size, bf16)
     save(step, final=True)
     if curve_f:
@@ -304,7 +380,9 @@ class TrainToyCommand:
         p.add_argument("--lr", type=float, default=1e-3)
         p.add_argument("--curve", default=None, help="append held-out evaluation rows (JSON lines) here")
         p.add_argument("--eval-every", type=int, default=250)
-        p.add_argument("--threads", type=int, default=2)
+        p.add_argument("--threads", type=int, default=2, help="torch threads in all (split among the workers)")
+        p.add_argument("--workers", type=int, default=1,
+                       help="data-parallel training processes (gloo on 127.0.0.1); each draws --batch scenes per step")
         p.add_argument("--probe", nargs="*", metavar="SPEC", help="only time these specs (s/step) and exit")
 
     def run(self, args) -> int:
@@ -314,6 +392,6 @@ class TrainToyCommand:
         if args.steps is None and args.minutes is None:
             raise ValueError("give --steps N (reproducible) or --minutes M")
         res = train(args.out, args.seed, args.steps, args.minutes, args.spec, args.batch, args.lr,
-                    eval_every=args.eval_every, curve=args.curve, threads=args.threads)
+                    eval_every=args.eval_every, curve=args.curve, threads=args.threads, workers=args.workers)
         print(json.dumps(res, indent=1))
         return 0

@@ -1,5 +1,6 @@
 """`hqseg train-toy` at a few steps: the checkpoint loads strictly and the same seed reproduces it."""
 
+import pytest
 import torch
 
 from hqseg_ray.config import ModelConfig
@@ -18,3 +19,22 @@ def test_two_steps_same_seed_same_weights(tmp_path):
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
     engine = SegEngine.load(ModelConfig(type="toy", checkpoint=str(tmp_path / "a.pt"), device="cpu"))
     assert engine.image_size == a["model_spec"]["image_size"] and "toy" in engine.label
+
+
+@pytest.mark.slow
+def test_data_parallel_workers_reproduce_and_differ_from_one_worker(tmp_path):
+    """``--workers 2``: two gloo processes average their gradients every step; the same seed,
+    steps and workers give the same weights, and the second worker's scenes really change them."""
+    kw = dict(seed=5, steps=2, spec_name="p16e160", batch_images=2, threads=2, eval_every=10_000,
+              eval_images=2, bf16=False)
+    res = train(str(tmp_path / "a.pt"), workers=2, **kw)
+    assert res["steps"] == 2
+    train(str(tmp_path / "b.pt"), workers=2, **kw)
+    train(str(tmp_path / "one.pt"), workers=1, **kw)
+    a = torch.load(tmp_path / "a.pt", weights_only=True)
+    b = torch.load(tmp_path / "b.pt", weights_only=True)
+    one = torch.load(tmp_path / "one.pt", weights_only=True)
+    assert a["meta"]["workers"] == 2 and "--workers 2" in a["meta"]["command"]
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    assert any(not torch.equal(a["state_dict"][k], one["state_dict"][k]) for k in a["state_dict"])
+    SegEngine.load(ModelConfig(type="toy", checkpoint=str(tmp_path / "a.pt"), device="cpu"))
