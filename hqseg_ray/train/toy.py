@@ -186,8 +186,10 @@ def train(out: str, seed: int = 0, steps: Optional[int] = None, minutes: Optiona
           threads: int = 2, bf16: bool = True, eval_images: int = 48, workers: int = 1) -> dict:
     """Train and write the checkpoint to ``out``.
 
-    The cosine schedule runs over ``steps`` (reproducible); with ``minutes`` as well (or alone)
-    it also ends when the time is up, whichever comes first. ``workers`` > 1 trains data-parallel
+    The cosine schedule runs over ``steps`` (reproducible); ``minutes`` as well only stops the run
+    early when the time is up (the schedule has then not annealed; a warning says so), so a
+    wall-clock limit never changes the learning rate of a step-defined run. ``minutes`` alone runs
+    the cosine over the time instead (not reproducible: for a shared machine). ``workers`` > 1 trains data-parallel
     in that many processes (torch.distributed, gloo on 127.0.0.1), each with ``threads // workers``
     threads and ``batch_images`` scenes of its own per step; gradients are averaged every step, so
     the run is as reproducible as a single process (same seed, steps and workers -> same weights).
@@ -283,16 +285,23 @@ def _train_worker(rank: int, world: int, dist, *, out: str, seed: int, steps: Op
     step = 0
     ema = None
     while True:
-        # cosine over the schedule; with --minutes too, progress is the larger of the step and
-        # the time fraction, so a slow (shared) CPU still anneals before the budget runs out
-        progress = step / total_steps if steps else 0.0
-        if minutes is not None:
-            progress = max(progress, (time.time() - t0) / 60 / minutes)
+        # cosine over the steps (reproducible), or over the time when only --minutes is given;
+        # with both, the time only stops the run (it must never touch a step-defined schedule:
+        # an earlier version took the larger fraction, and the wall clock of the first, slower
+        # steps nudged their learning rates enough that a rerun diverged)
+        elapsed = (time.time() - t0) / 60 / minutes if minutes is not None else 0.0
+        progress = step / total_steps if steps else elapsed
+        out_of_time = elapsed >= 1.0
         if dist is not None:  # worker 0's clock decides, so every worker runs the same schedule
-            pt = torch.tensor([progress], dtype=torch.float64)
+            pt = torch.tensor([progress, float(out_of_time)], dtype=torch.float64)
             dist.broadcast(pt, 0)
-            progress = float(pt[0])
+            progress, out_of_time = float(pt[0]), bool(pt[1])
         if progress >= 1.0:
+            break
+        if out_of_time:
+            if lead:
+                logger.warning("--minutes %s reached at step %d of %d: stopping before the schedule annealed",
+                               minutes, step, total_steps)
             break
         lr_now = lr * min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * progress))
         for g in opt.param_groups:
@@ -331,7 +340,7 @@ def _train_worker(rank: int, world: int, dist, *, out: str, seed: int, steps: Op
     if curve_f:
         curve_f.write(json.dumps({"step": step, "final": True, "minutes": round((time.time() - t0) / 60, 2), **metrics}) + "\n")
         curve_f.close()
-    return {"steps": step, "minutes": (time.time() - t0) / 60, **metrics}
+    return {"steps": step, "minutes": (time.time() - t0) / 60, "loss_ema": ema, **metrics}
 
 
 def probe(spec_names, seconds: float = 60.0, batch_images: int = 8, threads: int = 2) -> dict:
