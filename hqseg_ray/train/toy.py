@@ -271,14 +271,15 @@ def _train_worker(rank: int, world: int, dist, *, out: str, seed: int, steps: Op
     t0 = time.time()
     last_ckpt = t0
     metrics: dict = {}
-    workers_note = f" --workers {world}" if world > 1 else ""
+    extra_flags = f" --workers {world}" if world > 1 else ""
+    extra_flags += f" --minutes {minutes:g}" if minutes is not None else ""
 
     def save(step: int, final: bool = False) -> None:
         meta = {"label": TOY_LABEL, "spec_name": spec_name, "seed": seed, "step": step, "workers": world,
                 "batch_per_worker": batch_images, "total_steps": total_steps,
                 "minutes": round((time.time() - t0) / 60, 2), "final": final, "heldout": metrics,
                 "command": f"hqseg train-toy --out {out} --seed {seed} --steps {step} --spec {spec_name}"
-                           f" --batch {batch_images}{workers_note}"}
+                           f" --batch {batch_images}{extra_flags}"}
         save_spec_checkpoint(sam, spec, out, meta=meta)
         logger.info("checkpoint step %d -> %s", step, out)
 
