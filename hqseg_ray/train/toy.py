@@ -231,15 +231,13 @@ def _spawned_worker(rank: int, world: int, port: int, results, kw: dict) -> None
 
 def _average_gradients(params: list, world: int, dist) -> None:
     """All-reduce every gradient as one flat buffer (parameters without a gradient count as 0)."""
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    flat /= world
-    i = 0
     for p in params:
-        n = p.numel()
-        p.grad = flat[i:i + n].view_as(p).clone()
-        i += n
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    grads = [p.grad for p in params]
+    flat = torch.nn.utils.parameters_to_vector(grads)
+    dist.all_reduce(flat)
+    torch.nn.utils.vector_to_parameters(flat / world, grads)  # each grad becomes a view of the mean
 
 
 def _train_worker(rank: int, world: int, dist, *, out: str, seed: int, steps: Optional[int],
