@@ -39,7 +39,7 @@ def propagation_prompt(state: ObjectState, motion: Motion, local_frame: int, cfg
     size = geo.original_size
     if cfg.method == "naive":
         return Prompt(frame=local_frame, box=expand_box(state.box, cfg.box_margin, size)), state.box
-    pred = move_box(state.box, motion)
+    pred = pin_to_edges(move_box(state.box, motion), state.box, size)
     box = expand_box(pred, cfg.box_margin, size)
     points = labels = None
     if state.lost == 0 and cfg.num_points > 0:
@@ -57,6 +57,23 @@ def propagation_prompt(state: ObjectState, motion: Motion, local_frame: int, cfg
     return Prompt(frame=local_frame, points=points, labels=labels, box=box, mask_input=mask_input), pred
 
 
+def pin_to_edges(moved: np.ndarray, box: np.ndarray, size: tuple[int, int], tol: float = 1.0) -> np.ndarray:
+    """``moved`` (``box`` after the motion) with every side that ``box`` had on the frame's edge
+    kept on that edge: a mask cut by the frame edge is the visible part of an object that goes on
+    beyond it, so moving that side inwards would cut off the part still coming into view."""
+    h, w = size
+    out = np.asarray(moved, np.float64).copy()
+    if box[0] <= tol:
+        out[0] = min(out[0], 0.0)
+    if box[1] <= tol:
+        out[1] = min(out[1], 0.0)
+    if box[2] >= w - tol:
+        out[2] = max(out[2], float(w))
+    if box[3] >= h - tol:
+        out[3] = max(out[3], float(h))
+    return out
+
+
 def reacquire_prompts(state: ObjectState, local_frame: int, cfg: TrackerConfig,
                       geo: LowResGeometry) -> tuple[list[Prompt], np.ndarray]:
     """Candidate prompts for a hidden object (``state.lost > 0``).
@@ -67,7 +84,8 @@ def reacquire_prompts(state: ObjectState, local_frame: int, cfg: TrackerConfig,
     box (0, 1/2, 3/4, 1, 5/4, 3/2 and 2 times the extrapolated shift: it may have stopped, slowed
     or gone on; at 3/4, 1 and 5/4 also half a size to either side of the path) or, for a (nearly)
     still object, one size around it; from the second lost frame on, also along the frame edge it
-    left through (:func:`edge_centres`). Each has the last good logits moved there as mask input.
+    left through (:func:`edge_boxes`: whole-object boxes, and shallow ones for an object only partly
+    back in view). Each has the last good logits moved there as mask input.
     Tight boxes, because a box prompt asks the model for an object that fills it: a box much
     larger than the object gets the occluder or the background segmented. The tracker keeps the
     acceptable candidate whose colours match the object best (``reacquire_min_appearance``),
@@ -96,13 +114,12 @@ def reacquire_prompts(state: ObjectState, local_frame: int, cfg: TrackerConfig,
     else:  # and half a size to either side of the path, where a small error in direction leads
         across = np.array([-path[1], path[0]]) / dist * 0.5 * side
         shifts += [path * f + sgn * across for f in (1.0, 0.75, 1.25) for sgn in (1, -1)]
-    centres = [c0 + d for d in shifts]
+    cands = [(c0 + d, _box_at(c0 + d, bw, bh)) for d in shifts]
     if n >= 2:  # it left through a frame edge: it may come back anywhere near where it left
-        centres += edge_centres(state.box, bw, bh, (h, w), n)
+        cands += edge_boxes(state.box, bw, bh, (h, w), n)
     out, seen = [], set()
-    for c in centres:
+    for c, box in cands:
         d = c - c0
-        box = np.array([c[0] - bw / 2, c[1] - bh / 2, c[0] + bw / 2, c[1] + bh / 2])
         box[[0, 2]] = np.clip(box[[0, 2]], 0, w)
         box[[1, 3]] = np.clip(box[[1, 3]], 0, h)
         if box[2] - box[0] < 2 or box[3] - box[1] < 2:
@@ -120,25 +137,66 @@ def reacquire_prompts(state: ObjectState, local_frame: int, cfg: TrackerConfig,
     return out, move_box(full, Motion(float(v[0]) * k, float(v[1]) * k))
 
 
-def edge_centres(box: np.ndarray, bw: float, bh: float, size: tuple[int, int], lost: int) -> list[np.ndarray]:
-    """Centres of ``bw`` x ``bh`` candidate boxes lying inside the frame along each edge that
-    ``box`` touches (within 2 pixels): where it left and 1-4 steps of 3/4 of its size to either
-    side, the steps widening the longer the object has been gone."""
+def _box_at(c: np.ndarray, bw: float, bh: float) -> np.ndarray:
+    return np.array([c[0] - bw / 2, c[1] - bh / 2, c[0] + bw / 2, c[1] + bh / 2])
+
+
+def _edge_slots(box: np.ndarray, bw: float, bh: float, size: tuple[int, int], lost: int) -> list:
+    """(edge, centre) pairs of :func:`edge_centres`; edge is "left", "right", "top" or "bottom"."""
     h, w = size
     x1, y1, x2, y2 = box
     cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
     spread = 1 + lost / 12.0
     out = []
-    for touches, along, fixed in ((x1 <= 2, "y", bw / 2), (x2 >= w - 2, "y", w - bw / 2),
-                                  (y1 <= 2, "x", bh / 2), (y2 >= h - 2, "x", h - bh / 2)):
+    for edge, touches, along, fixed in (("left", x1 <= 2, "y", bw / 2), ("right", x2 >= w - 2, "y", w - bw / 2),
+                                        ("top", y1 <= 2, "x", bh / 2), ("bottom", y2 >= h - 2, "x", h - bh / 2)):
         if not touches:
             continue
         step = 0.75 * (bh if along == "y" else bw) * spread
         for j in (0, 1, -1, 2, -2, 3, -3, 4, -4):
             if along == "y":
-                out.append(np.array([fixed, float(np.clip(cy + j * step, bh / 2, h - bh / 2))]))
+                out.append((edge, np.array([fixed, float(np.clip(cy + j * step, bh / 2, h - bh / 2))])))
             else:
-                out.append(np.array([float(np.clip(cx + j * step, bw / 2, w - bw / 2)), fixed]))
+                out.append((edge, np.array([float(np.clip(cx + j * step, bw / 2, w - bw / 2)), fixed])))
+    return out
+
+
+def edge_centres(box: np.ndarray, bw: float, bh: float, size: tuple[int, int], lost: int) -> list[np.ndarray]:
+    """Centres of ``bw`` x ``bh`` candidate boxes lying inside the frame along each edge that
+    ``box`` touches (within 2 pixels): where it left and 1-4 steps of 3/4 of its size to either
+    side, the steps widening the longer the object has been gone."""
+    return [c for _, c in _edge_slots(box, bw, bh, size, lost)]
+
+
+EDGE_DEPTHS = (1.0, 0.4)  # whole object in view, or the first part of it coming back in
+
+
+def edge_boxes(box: np.ndarray, bw: float, bh: float, size: tuple[int, int], lost: int,
+               depths=EDGE_DEPTHS) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(object centre, box) re-entry candidates at the :func:`edge_centres`: for each, a box
+    reaching ``depth`` x the object's size into the frame from the edge, for each of ``depths``,
+    and the centre the whole object has then (outside the box when only part of it is in view: the
+    last good logits are moved there as mask input). An object
+    coming back shows only a strip of itself at first, and a whole-object box around a strip gets
+    the background segmented (a box prompt asks for an object that fills it)."""
+    out = []
+    for edge, c in _edge_slots(box, bw, bh, size, lost):
+        for d in depths:
+            b = _box_at(c, bw, bh)
+            o = c.copy()  # where the whole object's centre is when d of it is in view
+            if edge == "left":
+                b[2] = b[0] + d * bw
+                o[0] -= (1 - d) * bw
+            elif edge == "right":
+                b[0] = b[2] - d * bw
+                o[0] += (1 - d) * bw
+            elif edge == "top":
+                b[3] = b[1] + d * bh
+                o[1] -= (1 - d) * bh
+            else:
+                b[1] = b[3] - d * bh
+                o[1] += (1 - d) * bh
+            out.append((o, b))
     return out
 
 
@@ -192,20 +250,28 @@ def accept(state: Optional[ObjectState], area: int, score: float, cfg: TrackerCo
 
 def visible_state(prev: Optional[ObjectState], template: ObjectState, frame_index: int, mask: np.ndarray,
                   logits: np.ndarray, score: float, motion: Optional[Motion], seed: bool,
-                  cfg: TrackerConfig, contact: bool = False) -> ObjectState:
+                  cfg: TrackerConfig, contact: bool = False, at_border: bool = False) -> ObjectState:
     """State after a good mask on ``frame_index``. ``template`` supplies ids; ``prev`` the history
     (None or ignored for seeds, which restart the area history). ``contact``: the mask touches
     another object's on this frame, so its box and flow points may mix in the other object (one
     about to pass in front of it, typically): the frame does not update the velocity or the whole-
-    object box."""
+    object box. ``at_border``: the mask touches the frame's edge, so its area is that of the part in
+    view: once the object has been seen whole such areas stay out of the area history, which is the
+    reference of the occlusion and growth tests (an object leaving and coming back through the edge
+    is judged against its whole size, not against the sliver it was when it left)."""
     area = int(mask.sum())
     box = mask_to_box(mask)
     if seed or prev is None:
         areas, vel, dist, scores = [area], (prev.velocity if prev is not None else np.zeros(2)), 0, [float(score)]
-        full_box, since_full, steps = box, 0, []
+        full_box, since_full, steps, cut = box, 0, [], at_border
     else:
         ref = float(np.median(prev.areas[-cfg.area_window:])) if prev.areas else 0.0
-        areas = (prev.areas + [area])[-cfg.area_window:]
+        if at_border and prev.areas and not prev.areas_cut:  # the part in view: not the object's size
+            areas, cut = list(prev.areas), False
+        elif not at_border and prev.areas_cut:  # first whole view: it replaces the edge-cut history
+            areas, cut = [area], False
+        else:
+            areas, cut = (prev.areas + [area])[-cfg.area_window:], at_border and (prev.areas_cut or not prev.areas)
         scores = (list(prev.scores) + [float(score)])[-cfg.area_window:]
         vel = prev.velocity
         full_box, since_full, steps = prev.full_box, prev.since_full + 1, list(prev.steps)
@@ -226,7 +292,7 @@ def visible_state(prev: Optional[ObjectState], template: ObjectState, frame_inde
     return replace(template, frame_index=int(frame_index), logits=np.asarray(logits, np.float32), mask=mask,
                    box=box, areas=areas, velocity=np.asarray(vel, np.float64), lost=0,
                    score=float(score), seed_distance=dist, scores=scores, full_box=full_box, since_full=since_full,
-                   steps=steps)
+                   steps=steps, areas_cut=cut)
 
 
 def occluded_state(prev: ObjectState, frame_index: int) -> ObjectState:

@@ -401,6 +401,7 @@ class _ChunkRun:
         # giving pixels back or to a neighbour can leave a mask (nearly) empty: then it is not seen
         oks = [ok and int(m.sum()) >= max(1, self.tcfg.min_area) for ok, m in zip(oks, masks)]
         near = touching(masks, oks)
+        border = [ok and touches_border(m) for ok, m in zip(oks, masks)]
         out: list[Optional[ObjectState]] = []
         visible = []
         for k, job in enumerate(jobs):
@@ -410,13 +411,15 @@ class _ChunkRun:
                 template = job.prev or ObjectState(job.tid, info.object_id, info.kind, self.fidx[t], logits[k], mask,
                                                    np.asarray(job.prompt.box if job.prompt.box is not None
                                                               else [0, 0, 1, 1], np.float64), [], np.zeros(2))
-                st = (visible_state(None, template, self.fidx[t], mask, logits[k], score, None, True, self.tcfg)
+                st = (visible_state(None, template, self.fidx[t], mask, logits[k], score, None, True, self.tcfg,
+                                    at_border=border[k])
                       if ok else replace(template, frame_index=self.fidx[t], lost=max(1, template.lost + 1),
                                          seed_distance=0))
                 self.seed_states[(job.tid, t)] = st
             else:
                 st = (visible_state(job.prev, job.prev, self.fidx[t], mask, logits[k], score, job.motion, False,
-                                    self.tcfg, contact=near[k]) if ok else occluded_state(job.prev, self.fidx[t]))
+                                    self.tcfg, contact=near[k], at_border=border[k])
+                      if ok else occluded_state(job.prev, self.fidx[t]))
             if ok and hists[k] is not None:  # colour model: set by a seed, then updated slowly
                 base = job.prev.hist if job.mode != "seed" and job.prev is not None else None
                 st = replace(st, hist=hists[k] if base is None else 0.9 * base + 0.1 * hists[k])

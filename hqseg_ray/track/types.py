@@ -120,7 +120,8 @@ class ObjectState:
         logits: ``[h, w]`` float32 low-res logits of the last good mask (engine.low_res_size).
         mask: ``[H, W]`` bool last good mask at the original frame size.
         box: ``[4]`` float64 XYXY (pixels, original frame) of the last good mask.
-        areas: recent good areas (pixels), newest last.
+        areas: recent good areas (pixels), newest last; masks cut by the frame edge are left out
+            once the object has been seen whole (they are not the object's size).
         velocity: ``[2]`` float (dx, dy) pixels per frame in the direction of propagation.
         lost: consecutive frames without a good mask (0 = visible on ``frame_index``).
         score: predicted IoU of the last good mask.
@@ -133,6 +134,8 @@ class ObjectState:
         since_full: frames (in the direction of propagation) since ``full_box`` was observed.
         steps: recent per-frame motions ``(dx, dy)`` (optical flow, else the box centre's step) of
             frames where the object was not cut off; ``velocity`` is their median.
+        areas_cut: ``areas`` holds only masks cut by the frame edge (the object has not been seen
+            whole since its seed); the first whole view replaces them.
     """
 
     track_id: int
@@ -152,6 +155,7 @@ class ObjectState:
     full_box: Optional[np.ndarray] = None
     since_full: int = 0
     steps: list = field(default_factory=list)
+    areas_cut: bool = False
 
     def to_dict(self, chunk_index: int) -> dict:
         """Plain dict (numpy arrays, lists, ints; mask as RLE) that survives Ray / pickle."""
@@ -167,7 +171,7 @@ class ObjectState:
                 "hist": None if self.hist is None else np.asarray(self.hist, np.float32),
                 "full_box": None if self.full_box is None else [float(v) for v in self.full_box],
                 "since_full": int(self.since_full),
-                "steps": [[float(a), float(b)] for a, b in self.steps]}
+                "steps": [[float(a), float(b)] for a, b in self.steps], "areas_cut": bool(self.areas_cut)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "ObjectState":
@@ -187,7 +191,8 @@ class ObjectState:
                    hist=None if d.get("hist") is None else np.asarray(d["hist"], np.float32),
                    full_box=None if d.get("full_box") is None else np.asarray(d["full_box"], np.float64),
                    since_full=int(d.get("since_full", 0)),
-                   steps=[np.asarray(x, np.float64) for x in d.get("steps") or []])
+                   steps=[np.asarray(x, np.float64) for x in d.get("steps") or []],
+                   areas_cut=bool(d.get("areas_cut", False)))
 
 
 def as_tracking_config(config: Any) -> TrackingConfig:

@@ -8,8 +8,8 @@ import numpy as np
 from hqseg_ray.config import TrackerConfig
 from hqseg_ray.track import ObjectState
 from hqseg_ray.track.motion import LowResGeometry, Motion
-from hqseg_ray.track.step import (choose_candidates, edge_centres, exclusive, occluded_state, reacquire_prompts,
-                                  touching, visible_state)
+from hqseg_ray.track.step import (choose_candidates, edge_boxes, edge_centres, exclusive, occluded_state, pin_to_edges,
+                                  propagation_prompt, reacquire_prompts, touching, visible_state)
 
 
 def _state(mask: np.ndarray, lost: int, area_hist: list[int]) -> ObjectState:
@@ -157,3 +157,71 @@ def test_an_object_that_left_through_an_edge_is_searched_for_along_it():
     # a corner exit searches both edges; an object inside the frame none
     assert len(edge_centres(np.array([0.0, 0, 6, 8]), 20, 10, (100, 200), 6)) == 18
     assert edge_centres(np.array([50.0, 40, 60, 50]), 20, 10, (100, 200), 6) == []
+
+
+def test_an_object_coming_back_through_an_edge_is_also_searched_for_as_a_strip():
+    """Besides whole-object boxes against the edge, shallow boxes (the first 40 % of the object in
+    view), whose mask input is the object moved mostly out of the frame."""
+    box = np.array([0.0, 45, 6, 55])
+    cands = edge_boxes(box, 20, 10, (100, 200), lost=6)
+    assert len(cands) == 2 * len(edge_centres(box, 20, 10, (100, 200), 6))
+    whole, strip = cands[0], cands[1]
+    assert np.allclose(whole[1], [0, 45, 20, 55]) and np.allclose(whole[0], [10, 50])
+    assert np.allclose(strip[1], [0, 45, 8, 55])        # against the left edge, 40 % deep
+    assert np.allclose(strip[0], [-2, 50])              # the whole object's centre: mostly outside
+    right = edge_boxes(np.array([194.0, 45, 200, 55]), 20, 10, (100, 200), lost=6)[1]
+    assert np.allclose(right[1], [192, 45, 200, 55]) and np.allclose(right[0], [202, 50])
+    top = edge_boxes(np.array([90.0, 0, 110, 4]), 20, 10, (100, 200), lost=6)[1]
+    assert np.allclose(top[1], [90, 0, 110, 4]) and np.allclose(top[0], [100, -1])
+    # and reacquire_prompts offers them once the object has been gone two frames
+    cfg = TrackerConfig()
+    m = np.zeros((100, 200), bool)
+    m[45:55, 0:6] = True
+    st = occluded_state(occluded_state(_state(m, 0, [60]), 1), 2)
+    geo = LowResGeometry((100, 200), 64, (16, 16))
+    boxes = [p.box for p in reacquire_prompts(st, 3, cfg, geo)[0]]
+    widths = {round(float(b[2] - b[0]), 2) for b in boxes if b[0] == 0}
+    assert len(widths) >= 2                             # whole-object and strip boxes on the left edge
+
+
+def test_a_box_on_the_frame_edge_stays_on_it_when_moved():
+    """An object cut by the frame edge goes on beyond it: moving its box inwards must not cut off
+    the part still coming into view."""
+    size = (100, 200)
+    assert np.allclose(pin_to_edges(np.array([8.0, 40, 28, 60]), np.array([0.0, 40, 20, 60]), size), [0, 40, 28, 60])
+    assert np.allclose(pin_to_edges(np.array([170.0, 2, 192, 12]), np.array([178.0, 0, 200, 10]), size),
+                       [170, 0, 200, 12])
+    inside = np.array([50.0, 40, 70, 60])
+    assert np.allclose(pin_to_edges(inside + 5, inside, size), inside + 5)  # nothing to pin
+    # in the propagation prompt: entering from the left at 6 px per frame
+    m = np.zeros(size, bool)
+    m[40:60, 0:12] = True
+    st = _state(m, 0, [240])
+    geo = LowResGeometry(size, 64, (16, 16))
+    prompt, pred = propagation_prompt(st, Motion(6.0, 0.0, points=10), 1, TrackerConfig(), geo)
+    assert pred[0] == 0 and pred[2] == 18 and prompt.box[0] == 0
+
+
+def test_areas_cut_by_the_frame_edge_do_not_become_the_reference():
+    """Leaving through the edge: the area history keeps the whole object's areas (the sliver it
+    becomes is not its size, so coming back whole is not taken for a bleed). Seeded while cut: the
+    cut areas are the history until the first whole view replaces them."""
+    cfg = TrackerConfig()
+    st = _walk(cfg, [4.0, 4.0, 4.0])
+    whole = list(st.areas)
+    sliver = np.zeros((60, 160), bool)
+    sliver[25:35, 0:3] = True
+    cut = visible_state(st, st, 4, sliver, st.logits, 0.9, Motion(-4.0, 0.0, points=10), False, cfg, at_border=True)
+    assert cut.areas == whole and not cut.areas_cut
+    again = ObjectState.from_dict(cut.to_dict(0))
+    assert again.areas == whole and again.areas_cut is False
+    seeded = visible_state(None, _state(sliver, 0, []), 0, sliver, st.logits, 0.9, None, True, cfg, at_border=True)
+    assert seeded.areas == [30] and seeded.areas_cut
+    more = sliver.copy()
+    more[25:35, 0:8] = True
+    grown = visible_state(seeded, seeded, 1, more, st.logits, 0.9, None, False, cfg, at_border=True)
+    assert grown.areas == [30, 80] and grown.areas_cut
+    inside = _disc(60, 160, 30, 30, 8)
+    seen = visible_state(grown, grown, 2, inside, st.logits, 0.9, None, False, cfg)
+    assert seen.areas == [int(inside.sum())] and not seen.areas_cut
+    assert ObjectState.from_dict(grown.to_dict(0)).areas_cut is True
