@@ -181,7 +181,8 @@ def run(engine, videos: list, variants=VARIANTS) -> list[dict]:
         enc_s.append(time.perf_counter() - t0)
     rows = []
     for name, method, prompts, chunk, mech in variants:
-        cfg = TrackingConfig.model_validate({"tracker": {"method": method or "flow"}, "stitch": {"mechanism": mech}})
+        cfg = None if method is None else TrackingConfig.model_validate({"tracker": {"method": method},
+                                                                         "stitch": {"mechanism": mech}})
         jf, j, f, ids, secs, frames, enc = [], [], [], 0, 0.0, 0, 0.0
         for v, emb, e_s in zip(videos, embs, enc_s):
             if prompts == "true_boxes":

@@ -63,14 +63,9 @@ def pin_to_edges(moved: np.ndarray, box: np.ndarray, size: tuple[int, int], tol:
     beyond it, so moving that side inwards would cut off the part still coming into view."""
     h, w = size
     out = np.asarray(moved, np.float64).copy()
-    if box[0] <= tol:
-        out[0] = min(out[0], 0.0)
-    if box[1] <= tol:
-        out[1] = min(out[1], 0.0)
-    if box[2] >= w - tol:
-        out[2] = max(out[2], float(w))
-    if box[3] >= h - tol:
-        out[3] = max(out[3], float(h))
+    for i, limit in ((0, 0.0), (1, 0.0), (2, float(w)), (3, float(h))):
+        if abs(box[i] - limit) <= tol:
+            out[i] = min(out[i], limit) if i < 2 else max(out[i], limit)  # low sides at 0, high at w / h
     return out
 
 
@@ -142,22 +137,23 @@ def _box_at(c: np.ndarray, bw: float, bh: float) -> np.ndarray:
 
 
 def _edge_slots(box: np.ndarray, bw: float, bh: float, size: tuple[int, int], lost: int) -> list:
-    """(edge, centre) pairs of :func:`edge_centres`; edge is "left", "right", "top" or "bottom"."""
+    """(axis, sign, centre) of :func:`edge_centres`: the edge is across ``axis`` (0: x, 1: y), on
+    the low (-1: left / top) or high (+1: right / bottom) side."""
     h, w = size
     x1, y1, x2, y2 = box
     cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
     spread = 1 + lost / 12.0
     out = []
-    for edge, touches, along, fixed in (("left", x1 <= 2, "y", bw / 2), ("right", x2 >= w - 2, "y", w - bw / 2),
-                                        ("top", y1 <= 2, "x", bh / 2), ("bottom", y2 >= h - 2, "x", h - bh / 2)):
+    for axis, sign, touches, fixed in ((0, -1, x1 <= 2, bw / 2), (0, 1, x2 >= w - 2, w - bw / 2),
+                                       (1, -1, y1 <= 2, bh / 2), (1, 1, y2 >= h - 2, h - bh / 2)):
         if not touches:
             continue
-        step = 0.75 * (bh if along == "y" else bw) * spread
+        step = 0.75 * (bh if axis == 0 else bw) * spread
         for j in (0, 1, -1, 2, -2, 3, -3, 4, -4):
-            if along == "y":
-                out.append((edge, np.array([fixed, float(np.clip(cy + j * step, bh / 2, h - bh / 2))])))
+            if axis == 0:  # a left / right edge: along y
+                out.append((axis, sign, np.array([fixed, float(np.clip(cy + j * step, bh / 2, h - bh / 2))])))
             else:
-                out.append((edge, np.array([float(np.clip(cx + j * step, bw / 2, w - bw / 2)), fixed])))
+                out.append((axis, sign, np.array([float(np.clip(cx + j * step, bw / 2, w - bw / 2)), fixed])))
     return out
 
 
@@ -165,7 +161,7 @@ def edge_centres(box: np.ndarray, bw: float, bh: float, size: tuple[int, int], l
     """Centres of ``bw`` x ``bh`` candidate boxes lying inside the frame along each edge that
     ``box`` touches (within 2 pixels): where it left and 1-4 steps of 3/4 of its size to either
     side, the steps widening the longer the object has been gone."""
-    return [c for _, c in _edge_slots(box, bw, bh, size, lost)]
+    return [c for _, _, c in _edge_slots(box, bw, bh, size, lost)]
 
 
 EDGE_DEPTHS = (1.0, 0.4)  # whole object in view, or the first part of it coming back in
@@ -180,22 +176,16 @@ def edge_boxes(box: np.ndarray, bw: float, bh: float, size: tuple[int, int], los
     coming back shows only a strip of itself at first, and a whole-object box around a strip gets
     the background segmented (a box prompt asks for an object that fills it)."""
     out = []
-    for edge, c in _edge_slots(box, bw, bh, size, lost):
+    for axis, sign, c in _edge_slots(box, bw, bh, size, lost):
+        extent = (bw, bh)[axis]
         for d in depths:
             b = _box_at(c, bw, bh)
-            o = c.copy()  # where the whole object's centre is when d of it is in view
-            if edge == "left":
-                b[2] = b[0] + d * bw
-                o[0] -= (1 - d) * bw
-            elif edge == "right":
-                b[0] = b[2] - d * bw
-                o[0] += (1 - d) * bw
-            elif edge == "top":
-                b[3] = b[1] + d * bh
-                o[1] -= (1 - d) * bh
+            if sign < 0:  # keep the side on the edge, pull the inner side in
+                b[axis + 2] = b[axis] + d * extent
             else:
-                b[1] = b[3] - d * bh
-                o[1] += (1 - d) * bh
+                b[axis] = b[axis + 2] - d * extent
+            o = c.copy()  # where the whole object's centre is when d of it is in view
+            o[axis] += sign * (1 - d) * extent
             out.append((o, b))
     return out
 
@@ -271,7 +261,7 @@ def visible_state(prev: Optional[ObjectState], template: ObjectState, frame_inde
         elif not at_border and prev.areas_cut:  # first whole view: it replaces the edge-cut history
             areas, cut = [area], False
         else:
-            areas, cut = (prev.areas + [area])[-cfg.area_window:], at_border and (prev.areas_cut or not prev.areas)
+            areas, cut = (prev.areas + [area])[-cfg.area_window:], at_border
         scores = (list(prev.scores) + [float(score)])[-cfg.area_window:]
         vel = prev.velocity
         full_box, since_full, steps = prev.full_box, prev.since_full + 1, list(prev.steps)
