@@ -305,6 +305,14 @@ class TrackerConfig(_Strict):
         "frames; at most twice the object), are tried along its extrapolated path, beside it, and around a still "
         "object. Kept tight by default: a box prompt asks for an object that fills the box, and a larger box "
         "gets the occluder or the background segmented.")
+    reacquire_appearance_candidates: int = Field(
+        5, ge=0,
+        description="While occluded, also try boxes of the whole object's size (grown as above) at this many "
+        "places of the frame whose colours look most like the object's colour model (back-projection of its "
+        "colour histogram against the frame's, box-filtered at the object's size), wherever they are: finds an "
+        "object lost in mid-frame that is still in view, or one coming back away from where it left. The "
+        "acceptance, colour and identity tests of re-acquisition apply to them. 0: only the path, edge and "
+        "around-it candidates.")
     reacquire_min_score: float = Field(
         0.7, ge=0.0, le=1.0,
         description="Re-acquiring an occluded object needs a predicted IoU of at least min(reacquire_min_score, "
@@ -316,7 +324,7 @@ class TrackerConfig(_Strict):
         description="A re-acquired mask must have at least this fraction of the last good area (and at "
         "most max_area_growth times it).")
     reacquire_min_appearance: float = Field(
-        0.7, ge=0.0, le=1.0,
+        0.75, ge=0.0, le=1.0,
         description="A re-acquisition candidate's colours must match the object's colour model (histogram "
         "intersection, as min_appearance) at least this well, and among the candidates that pass, the best match "
         "wins (predicted IoU breaks ties). Measured on synthetic occlusions, the colour match separates the "

@@ -238,3 +238,48 @@ def color_hist(frame: np.ndarray, mask: np.ndarray) -> Optional[np.ndarray]:
 def hist_similarity(a: np.ndarray, b: np.ndarray) -> float:
     """Histogram intersection of two :func:`color_hist` results, in [0, 1]."""
     return float(np.minimum(a, b).sum() / 3.0)
+
+
+APPEARANCE_LONG_SIDE = 160  # the colour search runs on the frame shrunk to this (it only places boxes)
+
+
+def appearance_peaks(frame: np.ndarray, hist: np.ndarray, bw: float, bh: float, k: int,
+                     min_contrast: float = 0.3) -> list[np.ndarray]:
+    """Centres (X, Y, original pixels) of up to ``k`` places where a ``bw`` x ``bh`` window of
+    ``frame`` holds the most pixels coloured like ``hist`` (a :func:`color_hist` colour model).
+
+    Histogram back-projection against the frame's own colours: a pixel counts when its colour is
+    more frequent in the object than in the whole frame (naive Bayes over the three channels'
+    8-bin histograms), so background colours the object shares do not count. A place scores the
+    fraction of such pixels in an object-sized window minus the fraction in the ring of half the
+    window's size around it (centre-surround: a patch of background that happens to share the
+    object's colours is as object-coloured around as inside, an object is not); places scoring
+    below ``min_contrast`` are not returned, and each peak blanks a window of the object's size
+    around it (distinct places, best first).
+    """
+    h, w = frame.shape[:2]
+    f = min(1.0, APPEARANCE_LONG_SIDE / max(h, w))
+    small = np.ascontiguousarray(frame)
+    if f < 1.0:
+        small = cv2.resize(small, (max(1, int(round(w * f))), max(1, int(round(h * f)))), interpolation=cv2.INTER_AREA)
+    everywhere = color_hist(small, np.ones(small.shape[:2], bool))
+    bins = (small // 32).astype(np.intp)
+    llr = np.zeros(small.shape[:2], np.float32)
+    for c in range(3):
+        ratio = np.log((hist[8 * c:8 * c + 8] + 1e-3) / (everywhere[8 * c:8 * c + 8] + 1e-3)).astype(np.float32)
+        llr += ratio[bins[..., c]]
+    like = (llr > 0).astype(np.float32)
+    kw, kh = max(1, int(bw * f)), max(1, int(bh * f))
+    inner = cv2.boxFilter(like, -1, (kw, kh))
+    outer = cv2.boxFilter(like, -1, (2 * kw + 1, 2 * kh + 1))  # the window and a ring of half its size
+    ring = (outer * (2 * kw + 1) * (2 * kh + 1) - inner * kw * kh) / max(1, (2 * kw + 1) * (2 * kh + 1) - kw * kh)
+    density = inner - ring
+    rx, ry = max(1, int(bw * f / 2)), max(1, int(bh * f / 2))
+    out = []
+    for _ in range(k):
+        y, x = np.unravel_index(int(np.argmax(density)), density.shape)
+        if density[y, x] < min_contrast:
+            break
+        out.append(np.array([(x + 0.5) / f, (y + 0.5) / f]))
+        density[max(0, y - ry):y + ry + 1, max(0, x - rx):x + rx + 1] = 0
+    return out

@@ -17,7 +17,8 @@ import numpy as np
 from hqseg_ray.config import TrackerConfig
 from hqseg_ray.masks import mask_to_box
 from hqseg_ray.prompts import Prompt
-from hqseg_ray.track.motion import LowResGeometry, Motion, expand_box, interior_points, move_box, shift_mask
+from hqseg_ray.track.motion import (LowResGeometry, Motion, appearance_peaks, expand_box, interior_points, move_box,
+                                   shift_mask)
 from hqseg_ray.track.types import ObjectState
 
 MAX_EXTRAPOLATION = 24  # frames of constant-velocity motion a hidden object may have gone on for
@@ -70,7 +71,7 @@ def pin_to_edges(moved: np.ndarray, box: np.ndarray, size: tuple[int, int], tol:
 
 
 def reacquire_prompts(state: ObjectState, local_frame: int, cfg: TrackerConfig,
-                      geo: LowResGeometry) -> tuple[list[Prompt], np.ndarray]:
+                      geo: LowResGeometry, frame: Optional[np.ndarray] = None) -> tuple[list[Prompt], np.ndarray]:
     """Candidate prompts for a hidden object (``state.lost > 0``).
 
     Boxes of the whole object's size (``state.full_box``: its last box before an occluder or the
@@ -80,7 +81,11 @@ def reacquire_prompts(state: ObjectState, local_frame: int, cfg: TrackerConfig,
     or gone on; at 3/4, 1 and 5/4 also half a size to either side of the path) or, for a (nearly)
     still object, one size around it; from the second lost frame on, also along the frame edge it
     left through (:func:`edge_boxes`: whole-object boxes, and shallow ones for an object only partly
-    back in view). Each has the last good logits moved there as mask input.
+    back in view); and, given ``frame`` (RGB, original size) and a colour model, at the
+    ``reacquire_appearance_candidates`` places of the frame coloured most like the object
+    (:func:`~hqseg_ray.track.motion.appearance_peaks`), wherever they are: an object lost in
+    mid-frame, or one coming back away from where it left. Each has the last good logits moved
+    there as mask input.
     Tight boxes, because a box prompt asks the model for an object that fills it: a box much
     larger than the object gets the occluder or the background segmented. The tracker keeps the
     acceptable candidate whose colours match the object best (``reacquire_min_appearance``),
@@ -109,11 +114,18 @@ def reacquire_prompts(state: ObjectState, local_frame: int, cfg: TrackerConfig,
     else:  # and half a size to either side of the path, where a small error in direction leads
         across = np.array([-path[1], path[0]]) / dist * 0.5 * side
         shifts += [path * f + sgn * across for f in (1.0, 0.75, 1.25) for sgn in (1, -1)]
-    cands = [(c0 + d, _box_at(c0 + d, bw, bh)) for d in shifts]
+    # (centre, box, shift of the last logits or None: the path's shift relative to full_box)
+    cands = [(c0 + d, _box_at(c0 + d, bw, bh), None) for d in shifts]
     if n >= 2:  # it left through a frame edge: it may come back anywhere near where it left
-        cands += edge_boxes(state.box, bw, bh, (h, w), n)
+        cands += [(c, b, None) for c, b in edge_boxes(state.box, bw, bh, (h, w), n)]
+    if frame is not None and state.hist is not None and cfg.reacquire_appearance_candidates > 0:
+        ow, oh = max(full[2] - full[0], side), max(full[3] - full[1], side)
+        g0 = 1 + 2 * min(MAX_SEARCH_GROW, cfg.box_margin + cfg.reacquire_margin)
+        here = (state.box[:2] + state.box[2:]) / 2  # where the last logits are
+        cands += [(c, _box_at(c, ow * g0, oh * g0), c - here)
+                  for c in appearance_peaks(frame, state.hist, ow, oh, cfg.reacquire_appearance_candidates)]
     out, seen = [], set()
-    for c, box in cands:
+    for c, box, shift in cands:
         d = c - c0
         box[[0, 2]] = np.clip(box[[0, 2]], 0, w)
         box[[1, 3]] = np.clip(box[[1, 3]], 0, h)
@@ -124,7 +136,7 @@ def reacquire_prompts(state: ObjectState, local_frame: int, cfg: TrackerConfig,
             continue
         seen.add(key)
         # the last good logits were seen (since_full - lost) frames after full_box
-        dd = d - v * max(0, state.since_full - n)
+        dd = d - v * max(0, state.since_full - n) if shift is None else shift
         mi = geo.shift_logits(state.logits, Motion(float(dd[0]), float(dd[1])), state.box) if cfg.use_mask_input else None
         out.append(Prompt(frame=local_frame, box=box, mask_input=mi))
     if not out:  # every candidate off-frame: the edge nearest to where it left

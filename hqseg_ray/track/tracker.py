@@ -309,7 +309,7 @@ class _ChunkRun:
                 m = Motion(float(j.prev.velocity[0]), float(j.prev.velocity[1]))
             j.motion = m
             if j.prev.lost > 0:
-                j.candidates, j.pred_box = reacquire_prompts(j.prev, t, self.tcfg, self.geo)
+                j.candidates, j.pred_box = reacquire_prompts(j.prev, t, self.tcfg, self.geo, self.frames[t])
                 j.prompt = j.candidates[0]
             else:
                 j.prompt, j.pred_box = propagation_prompt(j.prev, m, t, self.tcfg, self.geo)

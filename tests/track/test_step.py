@@ -225,3 +225,67 @@ def test_areas_cut_by_the_frame_edge_do_not_become_the_reference():
     seen = visible_state(grown, grown, 2, inside, st.logits, 0.9, None, False, cfg)
     assert seen.areas == [int(inside.sum())] and not seen.areas_cut
     assert ObjectState.from_dict(grown.to_dict(0)).areas_cut is True
+
+
+def _scene_with(h, w, discs, bg=(40, 60, 160)):
+    """RGB frame of colour ``bg`` with discs ``[(cx, cy, r, rgb), ...]`` painted in order."""
+    frame = np.empty((h, w, 3), np.uint8)
+    frame[:] = bg
+    for cx, cy, r, rgb in discs:
+        frame[_disc(h, w, cx, cy, r)] = rgb
+    return frame
+
+
+def test_appearance_peaks_find_the_object_by_its_colours_anywhere():
+    from hqseg_ray.track.motion import appearance_peaks, color_hist
+
+    red, green = (200, 30, 30), (30, 200, 60)
+    seed = _scene_with(120, 160, [(30, 30, 10, red)])
+    model = color_hist(seed, _disc(120, 160, 30, 30, 10))
+    # now on the other side of the frame, with a green distractor of the same size
+    later = _scene_with(120, 160, [(125, 90, 10, red), (60, 70, 10, green)])
+    peaks = appearance_peaks(later, model, 20, 20, k=3)
+    assert len(peaks) >= 1 and np.hypot(*(peaks[0] - [125, 90])) <= 3
+    assert all(np.hypot(*(p - [60, 70])) > 10 for p in peaks)   # the green disc does not look like it
+    # two red discs: two distinct places, best first; k caps the count
+    two = _scene_with(120, 160, [(125, 90, 10, red), (40, 40, 8, red)])
+    p2 = appearance_peaks(two, model, 20, 20, k=3)
+    assert len(p2) == 2 and np.hypot(*(p2[0] - [125, 90])) <= 3 and np.hypot(*(p2[1] - [40, 40])) <= 4
+    assert len(appearance_peaks(two, model, 20, 20, k=1)) == 1
+    # gone from view: nothing; and a frame half covered by the object's colour (a wall of red, no
+    # object-shaped place) gives no place inside the wall, only along its border at most
+    assert appearance_peaks(_scene_with(120, 160, [(60, 70, 10, green)]), model, 20, 20, k=3) == []
+    wall = _scene_with(120, 160, [])
+    wall[:, 80:] = red
+    assert all(p[0] < 95 for p in appearance_peaks(wall, model, 20, 20, k=3))
+
+
+def test_a_lost_object_is_searched_for_where_its_colours_are():
+    """Beside the candidates along its path, re-acquisition tries object-sized boxes where the
+    frame looks like the object (an object lost in mid-frame, or back away from where it left),
+    with the last logits moved there."""
+    from hqseg_ray.track.motion import color_hist
+
+    h, w = 120, 160
+    red = (200, 30, 30)
+    m = _disc(h, w, 30, 30, 10)
+    st = _state(m, 0, [int(m.sum())])
+    st = occluded_state(occluded_state(st, 1), 2)
+    geo = LowResGeometry((h, w), 64, (16, 16))
+    logits = np.full((16, 16), -20.0, np.float32)
+    logits[1:4, 1:4] = 10.0  # the object in the low-res grid (4 px cells of the 64-px input)
+    from dataclasses import replace
+    st = replace(st, hist=color_hist(_scene_with(h, w, [(30, 30, 10, red)]), m), logits=logits)
+    frame = _scene_with(h, w, [(125, 90, 10, red)])
+    cfg = TrackerConfig()
+    near = [p.box for p in reacquire_prompts(st, 3, cfg, geo)[0]]
+    cands = reacquire_prompts(st, 3, cfg, geo, frame)[0]
+    assert len(cands) > len(near)
+    hit = [p for p in cands if p.box[0] < 125 < p.box[2] and p.box[1] < 90 < p.box[3]]
+    assert hit and all(abs((p.box[2] - p.box[0]) - (st.box[2] - st.box[0]) * (1 + 2 * cfg.box_margin)) < 1e-6
+                       for p in hit)
+    # the last logits were moved with the box: their peak is now near (125, 90) in the low-res grid
+    yy, xx = np.nonzero(hit[0].mask_input > 0)
+    assert abs(xx.mean() * 4 * 160 / 64 - 125) < 12 and abs(yy.mean() * 4 * 160 / 64 - 90) < 12
+    off = TrackerConfig(reacquire_appearance_candidates=0)
+    assert len(reacquire_prompts(st, 3, off, geo, frame)[0]) == len(near)

@@ -79,6 +79,44 @@ def test_occluded_object_emits_nothing_and_is_reacquired():
     assert mask_iou(got[len(frames) - 1], ann[-1] == 1) > 0.8
 
 
+def _vanishing_video(frames: int = 16, size=(72, 128)):
+    """Object 1, a red disc, sits still on the left, is gone on frames 6-9 (no occluder: it simply
+    is not there) and is back on frame 10 on the far right, away from where it was and from any
+    frame edge; object 2, a still green disc, stays in view. Returns (frames, annotations)."""
+    h, w = size
+    rng = np.random.default_rng(1)
+    bg = rng.integers(60, 120, (h, w, 3)).astype(np.uint8)
+    yy, xx = np.mgrid[:h, :w]
+    out = np.repeat(bg[None], frames, 0)
+    ann = np.zeros((frames, h, w), np.uint8)
+    green = (xx - 60) ** 2 + (yy - 50) ** 2 <= 7 ** 2
+    for t in range(frames):
+        out[t][green], ann[t][green] = (40, 200, 60), 2
+        if 6 <= t <= 9:
+            continue
+        cx = 20 if t < 6 else 104
+        disc = (xx - cx) ** 2 + (yy - 24) ** 2 <= 7 ** 2
+        out[t][disc], ann[t][disc] = (220, 40, 40), 1
+    return out, ann
+
+
+def test_an_object_back_away_from_where_it_was_is_found_by_its_colours():
+    """Re-acquisition searches the places coloured like the object, not only its path and the frame
+    edges (``reacquire_appearance_candidates``); with that search off it stays lost."""
+    frames, ann = _vanishing_video()
+    prompts = [{"object_id": 1, "frame": 0, "box": [13, 17, 28, 32]},
+               {"object_id": 2, "frame": 0, "box": [53, 43, 68, 58]}]
+    res = track_chunk(OracleEngine(ann, frames), frames, range(len(frames)), prompts)
+    got = _masks(res, 1)
+    assert not [t for t in range(6, 10) if t in got], "masks emitted while the object is gone"
+    assert 10 in got and mask_iou(got[10], ann[10] == 1) > 0.8
+    assert all(mask_iou(got[t], ann[t] == 1) > 0.8 for t in range(11, 16))
+    assert 2 in {i.object_id for i in res.tracks.values()} and len(_masks(res, 2)) == 16  # the other one untouched
+    off = TrackingConfig.model_validate({"tracker": {"reacquire_appearance_candidates": 0}})
+    res_off = track_chunk(OracleEngine(ann, frames), frames, range(len(frames)), prompts, off)
+    assert not [t for t in range(6, 16) if t in _masks(res_off, 1)]
+
+
 def test_lost_after_max_lost_frames():
     frames, ann = crossing_video()
     eng = OracleEngine(ann, frames)
