@@ -340,6 +340,12 @@ class TrackerConfig(_Strict):
         description="Histogram intersection (8 bins per RGB channel) between a propagated mask's colours and the "
         "object's colour model (from its seed, slowly updated) below this marks it occluded: its mask slid onto "
         "a differently coloured occluder or the background. 0 disables the test.")
+    appearance_update_min: float = Field(
+        0.8, ge=0.0, le=1.0,
+        description="The colour model takes in 10 % of a kept mask's colours only when they already match it at "
+        "least this well (histogram intersection): a mask creeping onto a neighbour or the background does not "
+        "drag the model along with it, while slow changes (lighting) keep the match high and still update it. "
+        "0: every kept mask updates it.")
     non_overlap: bool = Field(
         True,
         description="Give each pixel claimed by several objects' masks on a frame to the object with the highest "

@@ -240,6 +240,22 @@ def hist_similarity(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.minimum(a, b).sum() / 3.0)
 
 
+COLOUR_UPDATE = 0.1  # share of a frame's colours in an object's colour model (when they match it)
+
+
+def update_colour_model(model: Optional[np.ndarray], seen: np.ndarray, min_match: float,
+                        rate: float = COLOUR_UPDATE) -> np.ndarray:
+    """An object's colour model after a frame whose kept mask has colours ``seen``: ``seen`` itself
+    for a new model (``model`` None: a seed), else ``rate`` of ``seen`` blended in -- only when
+    ``seen`` already matches the model at least ``min_match`` (a mask creeping onto a neighbour or
+    the background would otherwise drag the model along, and the colour tests with it)."""
+    if model is None:
+        return seen
+    if hist_similarity(seen, model) < min_match:
+        return model
+    return ((1 - rate) * model + rate * seen).astype(np.float32)
+
+
 APPEARANCE_LONG_SIDE = 160  # the colour search runs on the frame shrunk to this (it only places boxes)
 
 

@@ -24,7 +24,7 @@ import numpy as np
 from hqseg_ray.config import TrackingConfig  # noqa: F401  (documented type of config)
 from hqseg_ray.masks import mask_to_box, rle_encode, rle_encode_many
 from hqseg_ray.track.motion import (LowResGeometry, Motion, clip_mask, color_hist, estimate_motions, expand_box,
-                                    hist_similarity, to_gray)
+                                    hist_similarity, to_gray, update_colour_model)
 from hqseg_ray.track.seeds import SeedPrompt, carried_states, normalize_prompts
 from hqseg_ray.track.step import (accept, choose_candidates, exclusive, occluded_state, propagation_prompt,
                                   reacquire_prompts, touches_border, touching, visible_state)
@@ -32,6 +32,7 @@ from hqseg_ray.track.stitch import mean_iou
 from hqseg_ray.track.types import ChunkResult, ObjectState, TrackEntry, TrackInfo, as_tracking_config
 
 logger = logging.getLogger(__name__)
+
 
 
 @dataclass
@@ -422,7 +423,7 @@ class _ChunkRun:
                       if ok else occluded_state(job.prev, self.fidx[t]))
             if ok and hists[k] is not None:  # colour model: set by a seed, then updated slowly
                 base = job.prev.hist if job.mode != "seed" and job.prev is not None else None
-                st = replace(st, hist=hists[k] if base is None else 0.9 * base + 0.1 * hists[k])
+                st = replace(st, hist=update_colour_model(base, hists[k], self.tcfg.appearance_update_min))
             source = "auto" if info.kind == "auto" else ("prompt" if job.mode == "seed" else "track")
             self.entries[t][job.tid] = TrackEntry(None, score, source, int(st.seed_distance))
             if ok:

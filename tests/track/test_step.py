@@ -289,3 +289,23 @@ def test_a_lost_object_is_searched_for_where_its_colours_are():
     assert abs(xx.mean() * 4 * 160 / 64 - 125) < 12 and abs(yy.mean() * 4 * 160 / 64 - 90) < 12
     off = TrackerConfig(reacquire_appearance_candidates=0)
     assert len(reacquire_prompts(st, 3, off, geo, frame)[0]) == len(near)
+
+
+def test_the_colour_model_follows_slow_changes_but_not_a_drifting_mask():
+    from hqseg_ray.track.motion import color_hist, hist_similarity, update_colour_model
+
+    h, w = 40, 40
+    disc = _disc(h, w, 20, 20, 10)
+    red = color_hist(_scene_with(h, w, [(20, 20, 10, (200, 30, 30))]), disc)
+    assert update_colour_model(None, red, 0.8) is red                      # a seed sets it
+    darker = red.copy()  # 15 % of its red moved one bin down: lighting
+    darker[6] -= 0.15
+    darker[5] += 0.15
+    assert hist_similarity(darker, red) >= 0.8
+    moved = update_colour_model(red, darker, 0.8)                          # lighting: taken in, 10 %
+    assert np.allclose(moved, 0.9 * red + 0.1 * darker) and np.isclose(moved.sum(), 3.0)
+    # half the mask on the blue background: does not match, the model stays
+    half = color_hist(_scene_with(h, w, [(20, 20, 10, (200, 30, 30))]), _disc(h, w, 30, 20, 10))
+    assert hist_similarity(half, red) < 0.8
+    assert update_colour_model(red, half, 0.8) is red
+    assert not np.allclose(update_colour_model(red, half, 0.0), red)       # 0: every mask updates it
