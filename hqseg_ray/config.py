@@ -371,6 +371,11 @@ class AutoConfig(_Strict):
         description="Discover and track objects automatically on each chunk's first frame (also used when "
         "a video has no prompts). Off: only prompted objects are tracked.")
     points_per_side: int = Field(16, ge=1, le=64, description="Point grid is points_per_side x points_per_side.")
+    masks_per_point: Literal[1, 3] = Field(
+        3,
+        description="3: each grid point gives SAM's three masks (whole, part, subpart), all of them candidates, as "
+        "SAM's automatic mask generator keeps them; 1: only the one the model rates best (about 0.6x the decoder "
+        "work with refine on: fewer candidates to refine).")
     pred_iou_thresh: float = Field(0.7, ge=0.0, le=1.0, description="Keep masks whose predicted IoU is at least this.")
     stability_thresh: float = Field(
         0.85, ge=0.0, le=1.0,

@@ -66,13 +66,16 @@ def paired_decoder_outputs(sam, img: torch.Tensor, hq_feat: torch.Tensor, sparse
     return m_sam, m_hq, dec.iou_prediction_head(hs[:, 0, :])
 
 
-def select_mask(m_sam: torch.Tensor, m_hq: torch.Tensor, iou_pred: torch.Tensor, multimask: bool,
+def select_mask(m_sam: torch.Tensor, m_hq: torch.Tensor, iou_pred: torch.Tensor, multimask,
                 hq_only: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """``MaskDecoderHQ.forward``'s output selection -> (logits ``[B, 1, H, W]``, iou ``[B, 1]``).
 
-    multimask: SAM's best of its three masks by predicted IoU (still one mask); hq_only: the HQ
-    token's mask alone, else SAM's mask plus the HQ mask."""
+    multimask: True: SAM's best of its three masks by predicted IoU (still one mask); ``"all"``:
+    all three (logits ``[B, 3, H, W]``, iou ``[B, 3]``), as SAM's automatic mask generator keeps
+    them; hq_only: the HQ token's mask alone, else SAM's mask plus the HQ mask."""
     b = m_sam.shape[0]
+    if multimask == "all":
+        return (m_hq.expand(-1, 3, -1, -1) if hq_only else m_sam[:, 1:] + m_hq), iou_pred[:, 1:]
     if multimask:
         best_iou, best = torch.max(iou_pred[:, 1:], dim=1)
         iou_sel = best_iou.unsqueeze(1)

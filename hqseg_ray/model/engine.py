@@ -280,14 +280,16 @@ class SegEngine:
 
     @torch.inference_mode()
     def decode_low_res(self, embeddings: FrameEmbeddings, prompts: Sequence[Prompt],
-                       multimask: Optional[bool] = None,
+                       multimask: Optional[bool | str] = None,
                        hq_token_only: Optional[bool] = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Like :meth:`decode` but returns only (low-res logits ``[P, h, w]``, scores ``[P]``) as
-        tensors on the engine's device."""
+        tensors on the engine's device. ``multimask="all"``: SAM's three masks of every prompt
+        (logits ``[P, 3, h, w]``, scores ``[P, 3]``), for automatic discovery."""
         prompts = list(prompts)
         if not prompts:
             h, w = self.low_res_size
-            return torch.zeros((0, h, w), device=self.device), torch.zeros((0,), device=self.device)
+            k = (3,) if multimask == "all" else ()
+            return torch.zeros((0, *k, h, w), device=self.device), torch.zeros((0, *k), device=self.device)
         check_prompts(prompts, embeddings.original_sizes, self.low_res_size)
         multimask = self.config.multimask if multimask is None else multimask
         hq_only = self.config.hq_token_only if hq_token_only is None else hq_token_only
@@ -346,6 +348,8 @@ class SegEngine:
             logits, iou = self._predict_paired(img, hq_feat, sparse, dense, multimask, hq_only)
         self.stats["decode_calls"] += 1
         self.stats["decoded_prompts"] += len(prompts)
+        if multimask == "all":
+            return logits.float(), iou.float()
         return logits[:, 0].float(), iou[:, 0].float()
 
     def _predict_paired(self, img: torch.Tensor, hq_feat: torch.Tensor, sparse: torch.Tensor,

@@ -1,6 +1,8 @@
 """Automatic object discovery on one encoded frame (SAM's "everything" mode, single crop).
 
-A grid of single positive points is decoded in batches; with ``refine`` each plausible point mask
+A grid of single positive points is decoded in batches, each point giving SAM's three masks (or
+the best one, ``masks_per_point: 1``); with
+``refine`` each plausible point mask
 (points that hit the same object merged by NMS first) is decoded once more from its own box and
 logits. Masks are kept when their predicted IoU and stability score are high enough and their area
 is plausible for an object, then de-duplicated by box NMS (torchvision). Filtering runs on the low-res logits, so only the kept masks are
@@ -62,7 +64,13 @@ def discover_objects(engine, embeddings, frame: int, config: AutoConfig) -> Disc
     pts = point_grid(config.points_per_side, size)
     prompts = [Prompt(frame=frame, points=p[None], labels=[1]) for p in pts]
     empty = Discovered(np.zeros((0, *size), bool), np.zeros((0, lh, lw), np.float32), np.zeros((0,), np.float32))
-    all_logits, scores = engine.decode_low_res(embeddings, prompts, multimask=True)
+    if config.masks_per_point == 3:
+        # every point's three masks (whole, part, subpart), as SAM's generator keeps them: the best
+        # one by predicted IoU alone misses objects whose right mask is not the one rated best
+        all_logits, scores = engine.decode_low_res(embeddings, prompts, multimask="all")
+        all_logits, scores = all_logits.flatten(0, 1), scores.flatten(0, 1)
+    else:
+        all_logits, scores = engine.decode_low_res(embeddings, prompts, multimask=True)
     if config.refine:
         # 1. drop points whose mask is empty or background-sized, and points that hit the same object
         idx = _plausible(all_logits[:, :vh, :vw].float(), config)

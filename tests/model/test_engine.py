@@ -112,6 +112,23 @@ def test_mixed_structures_keep_prompt_order(rng):
         assert abs(s[0] - scores[i]) < 1e-5
 
 
+def test_all_three_masks_of_each_prompt_for_discovery(rng):
+    """``multimask="all"``: SAM's three masks per prompt (what automatic discovery keeps); the
+    best-of-three selection is the one with the highest score among them."""
+    eng = _engine(small_sam(), decode_batch=4)
+    emb = eng.encode(rng.integers(0, 256, size=(2, 64, 96, 3), dtype=np.uint8))
+    ps = [Prompt(frame=k % 2, points=[[10 + 7 * k, 20 + 3 * k]], labels=[1]) for k in range(6)]
+    lg, sc = eng.decode_low_res(emb, ps, multimask="all")
+    assert lg.shape == (6, 3, *eng.low_res_size) and sc.shape == (6, 3)
+    best, best_sc = eng.decode_low_res(emb, ps, multimask=True)
+    k = sc.argmax(1)
+    assert torch.allclose(sc[torch.arange(6), k], best_sc, atol=1e-5)
+    assert torch.allclose(lg[torch.arange(6), k], best, atol=1e-4)
+    assert not torch.allclose(lg[:, 0], lg[:, 1])                 # three different masks
+    e_lg, e_sc = eng.decode_low_res(emb, [], multimask="all")
+    assert e_lg.shape == (0, 3, *eng.low_res_size) and e_sc.shape == (0, 3)
+
+
 def test_batched_encode_equals_single(rng):
     eng = _engine(small_sam(), encode_batch=3)
     frames = rng.integers(0, 256, size=(3, 100, 140, 3), dtype=np.uint8)

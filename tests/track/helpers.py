@@ -88,9 +88,13 @@ class OracleEngine:
             logits.append(torch.from_numpy(self.geo.mask_to_logits(m)))
             scores.append(0.95 if m.any() else 0.05)
         h, w = self.low_res_size
+        k = (3,) if multimask == "all" else ()  # SAM's three masks per prompt: here three times the same
         if not prompts:
-            return torch.zeros((0, h, w)), torch.zeros((0,))
-        return torch.stack(logits), torch.tensor(scores)
+            return torch.zeros((0, *k, h, w)), torch.zeros((0, *k))
+        lg, sc = torch.stack(logits), torch.tensor(scores)
+        if k:
+            return lg[:, None].expand(-1, 3, -1, -1), sc[:, None].expand(-1, 3)
+        return lg, sc
 
     postprocess = SegEngine.postprocess
 

@@ -128,7 +128,7 @@ def test_occlusion_reacquires_within_5_frames(occlusion):
 
 
 @pytest.mark.xfail(reason="issue 5 bar not met by the shipped toy model: 4 of the 5 fully visible objects of this "
-                   "set found with the toy's thresholds (35 of 46 on the seed 1-3 clips)", strict=False)
+                   "set found with the toy's thresholds (38 of 46 on the seed 1-3 clips)", strict=False)
 def test_auto_mode_finds_fully_visible_objects(toy, standard):
     """Chunk first frames (0 and 24: first frames of chunks 1 and 3 for chunk 16 / overlap 4,
     two per clip to keep the test short). An object counts as fully
@@ -155,6 +155,27 @@ def test_auto_mode_finds_fully_visible_objects(toy, standard):
                 total += 1
                 found += any(mask_iou(dm, m) >= 0.5 for dm in d.masks)
     assert total > 0 and found >= 0.9 * total, f"found {found} of {total} fully visible objects"
+
+
+def test_three_masks_per_point_find_what_the_best_one_misses(toy):
+    """``masks_per_point: 3`` keeps all of SAM's masks of each grid point: on this frame (seed-2
+    set, clip 0, frame 12) the ring-like object 3 has no discovered mask with the best-rated one
+    alone (IoU 0.04) and one of IoU 0.92 with all three; no object found with one is lost."""
+    from pathlib import Path
+
+    from hqseg_ray.config import load_job_config
+    from hqseg_ray.track.auto import discover_objects
+
+    v = standard_set(seed=2, videos=1, frames=48)[0]
+    emb = toy.encode(v.frames[12:13])
+    three = load_job_config(Path(__file__).parents[2] / "configs" / "model-toy.yaml").auto
+    best = {}
+    for k, cfg in (("one", three.model_copy(update={"masks_per_point": 1})), ("three", three)):
+        d = discover_objects(toy, emb, 0, cfg)
+        best[k] = {o: max([mask_iou(m, v.mask(12, o)) for m in d.masks] or [0.0])
+                   for o in v.objects if v.mask(12, o).any()}
+    assert best["one"][3] < 0.5 <= best["three"][3], best
+    assert {o for o, b in best["one"].items() if b >= 0.5} <= {o for o, b in best["three"].items() if b >= 0.5}, best
 
 
 def test_a_mask_emptied_by_overlap_resolution_is_an_occluded_frame(toy):
