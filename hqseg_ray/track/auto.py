@@ -1,12 +1,11 @@
 """Automatic object discovery on one encoded frame (SAM's "everything" mode, single crop).
 
 A grid of single positive points is decoded in batches, each point giving SAM's three masks (or
-the best one, ``masks_per_point: 1``); with
-``refine`` each plausible point mask
-(points that hit the same object merged by NMS first) is decoded once more from its own box and
-logits. Masks are kept when their predicted IoU and stability score are high enough and their area
-is plausible for an object, then de-duplicated by box NMS (torchvision). Filtering runs on the low-res logits, so only the kept masks are
-upsampled to the original frame size.
+the best one, ``masks_per_point: 1``); with ``refine`` each plausible point mask (points that hit
+the same object merged by NMS first) is decoded once more from its own box and logits. Masks are
+kept when their predicted IoU and stability score are high enough and their area is plausible for
+an object, then de-duplicated by box NMS (torchvision). Filtering runs on the low-res logits, so
+only the kept masks are upsampled to the original frame size.
 """
 
 from __future__ import annotations
