@@ -310,10 +310,9 @@ class TrackerConfig(_Strict):
         description="While occluded, also try boxes of the whole object's size (grown as above) at this many "
         "places of the frame whose colours look most like the object's colour model (back-projection of its "
         "colour histogram against the frame's, box-filtered at the object's size minus a ring around it), "
-        "wherever they are: finds an "
-        "object lost in mid-frame that is still in view, or one coming back away from where it left. The "
-        "acceptance, colour and identity tests of re-acquisition apply to them. 0: only the path, edge and "
-        "around-it candidates.")
+        "wherever they are: finds an object lost in mid-frame that is still in view, or one coming back away "
+        "from where it left. The acceptance, colour and identity tests of re-acquisition apply to them. 0: only "
+        "the path, edge and around-it candidates.")
     reacquire_min_score: float = Field(
         0.7, ge=0.0, le=1.0,
         description="Re-acquiring an occluded object needs a predicted IoU of at least min(reacquire_min_score, "

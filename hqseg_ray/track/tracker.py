@@ -34,7 +34,6 @@ from hqseg_ray.track.types import ChunkResult, ObjectState, TrackEntry, TrackInf
 logger = logging.getLogger(__name__)
 
 
-
 @dataclass
 class _Seed:
     local: int                              # local frame; -1 = a carried state from before the chunk
