@@ -392,6 +392,18 @@ class AutoConfig(_Strict):
     max_area_fraction: float = Field(
         0.5, ge=0.0, le=1.0, description="Drop masks larger than this fraction of the frame (background).")
     max_objects: int = Field(32, ge=1, description="At most this many discovered objects per chunk (best scores first).")
+    crop_n_layers: int = Field(
+        0, ge=0, le=3,
+        description="SAM's crop layers: besides the whole frame, layer i runs discovery on (2**i)**2 overlapping crops, "
+        "each encoded on its own at the model's input size, so small objects are seen zoomed in; masks that touch a crop "
+        "edge inside the frame are dropped, the rest merged with the whole frame's by box NMS on predicted IoU. "
+        "0: whole frame only. Costs one encode per crop and a point grid per crop.")
+    crop_overlap_ratio: float = Field(
+        512 / 1500, ge=0.0, lt=1.0,
+        description="Overlap of neighbouring crops, as a fraction of the frame's short side (SAM's default).")
+    crop_n_points_downscale_factor: int = Field(
+        2, ge=1,
+        description="Crop layer i uses points_per_side / factor**i points per side (objects are larger there).")
     dedupe_iou: float = Field(
         0.5, ge=0.0, le=1.0,
         description="A discovered track whose masks overlap a prompted track's with this mean IoU is dropped.")

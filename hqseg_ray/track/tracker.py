@@ -218,7 +218,7 @@ class _ChunkRun:
         from hqseg_ray.track.auto import discover_objects
 
         t0 = time.perf_counter()
-        found = discover_objects(self.engine, self.emb, 0, self.cfg.auto)
+        found = discover_objects(self.engine, self.emb, 0, self.cfg.auto, image=self.frames[0])
         for k in range(len(found)):
             tr = self._new_track(None, "auto")
             m = found.masks[k]

@@ -128,7 +128,9 @@ def test_occlusion_reacquires_within_5_frames(occlusion):
 
 
 @pytest.mark.xfail(reason="issue 5 bar not met by the shipped toy model: 4 of the 5 fully visible objects of this "
-                   "set found with the toy's thresholds (38 of 46 on the seed 1-3 clips)", strict=False)
+                   "set found with the toy's discovery settings, one crop layer included (60 of 69 = 0.87 on the "
+                   "seed 0-3 clips); the fifth, a ring, gets no mask of IoU >= 0.5 from any grid point or crop",
+                   strict=False)
 def test_auto_mode_finds_fully_visible_objects(toy, standard):
     """Chunk first frames (0 and 24: first frames of chunks 1 and 3 for chunk 16 / overlap 4,
     two per clip to keep the test short). An object counts as fully
@@ -145,7 +147,7 @@ def test_auto_mode_finds_fully_visible_objects(toy, standard):
     for v, emb in standard:
         areas = {o: np.array([(a == o).sum() for a in v.annotations]) for o in v.objects}
         for t in (0, 12):
-            d = discover_objects(toy, emb.select([t]), 0, auto)
+            d = discover_objects(toy, emb.select([t]), 0, auto, image=v.frames[t])
             for o in v.objects:
                 m = v.mask(t, o)
                 if not m.any() or m[0].any() or m[-1].any() or m[:, 0].any() or m[:, -1].any():
@@ -169,6 +171,7 @@ def test_three_masks_per_point_find_what_the_best_one_misses(toy):
     v = standard_set(seed=2, videos=1, frames=48)[0]
     emb = toy.encode(v.frames[12:13])
     three = load_job_config(Path(__file__).parents[2] / "configs" / "model-toy.yaml").auto
+    three = three.model_copy(update={"crop_n_layers": 0})  # the whole frame only: the grid's masks are compared
     best = {}
     for k, cfg in (("one", three.model_copy(update={"masks_per_point": 1})), ("three", three)):
         d = discover_objects(toy, emb, 0, cfg)
@@ -176,6 +179,74 @@ def test_three_masks_per_point_find_what_the_best_one_misses(toy):
                    for o in v.objects if v.mask(12, o).any()}
     assert best["one"][3] < 0.5 <= best["three"][3], best
     assert {o for o, b in best["one"].items() if b >= 0.5} <= {o for o, b in best["three"].items() if b >= 0.5}, best
+
+
+@pytest.fixture(scope="module")
+def small_object_frame():
+    """Seed-0 set, clip 1, frame 24: object 2 is a ring of 166 pixels that the whole-frame grid
+    misses (best discovered IoU 0.02) and one crop layer finds (0.89)."""
+    v = standard_set(seed=0, videos=2, frames=48)[1]
+    return v.frames[24], v.mask(24, 2)
+
+
+def _best_iou(masks, gt) -> float:
+    return max([mask_iou(m, gt) for m in masks] or [0.0])
+
+
+def test_crop_layers_find_a_small_object_the_whole_frame_misses(toy, small_object_frame):
+    from pathlib import Path
+
+    import cv2
+
+    from hqseg_ray.config import load_job_config
+    from hqseg_ray.track.auto import discover_objects
+
+    frame, gt = small_object_frame
+    auto = load_job_config(Path(__file__).parents[2] / "configs" / "model-toy.yaml").auto
+    emb = toy.encode(frame[None])
+    whole = discover_objects(toy, emb, 0, auto.model_copy(update={"crop_n_layers": 0}))
+    crops = discover_objects(toy, emb, 0, auto.model_copy(update={"crop_n_layers": 1}), image=frame)
+    assert _best_iou(whole.masks, gt) < 0.5 <= _best_iou(crops.masks, gt)
+    assert crops.masks.shape[1:] == gt.shape and crops.logits.shape[1:] == toy.low_res_size
+    assert len(crops) <= auto.max_objects and np.all(np.diff(crops.scores) <= 0)  # best first, capped
+    # the frame as the tracker may hold it (resized, aspect kept): crops are cut from it, masks come
+    # back at the original size in the right place
+    half = cv2.resize(frame, (frame.shape[1] // 2, frame.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    from_half = discover_objects(toy, emb, 0, auto.model_copy(update={"crop_n_layers": 1}), image=half)
+    assert from_half.masks.shape[1:] == gt.shape and _best_iou(from_half.masks, gt) >= 0.5
+
+
+def test_crop_layers_need_the_frame_pixels(toy, small_object_frame):
+    from hqseg_ray.config import AutoConfig
+    from hqseg_ray.track.auto import discover_objects
+
+    frame, _ = small_object_frame
+    emb = toy.encode(frame[None])
+    cfg = AutoConfig(crop_n_layers=1)
+    with pytest.raises(ValueError, match="needs the frame's pixels"):
+        discover_objects(toy, emb, 0, cfg)
+    with pytest.raises(ValueError, match="aspect ratio"):
+        discover_objects(toy, emb, 0, cfg, image=frame[:, :100])
+    with pytest.raises(ValueError, match="uint8"):
+        discover_objects(toy, emb, 0, cfg, image=frame.astype(np.float32))
+
+
+def test_auto_mode_tracks_what_the_crop_layers_find(toy, small_object_frame):
+    """``track_chunk`` hands the chunk's first frame to discovery: with a crop layer the small ring
+    is discovered and becomes an automatic track."""
+    from pathlib import Path
+
+    from hqseg_ray.config import load_job_config
+    from hqseg_ray.masks import rle_decode
+    from hqseg_ray.track import track_chunk
+
+    frame, gt = small_object_frame
+    auto = load_job_config(Path(__file__).parents[2] / "configs" / "model-toy.yaml").auto
+    cfg = TrackingConfig(auto=auto.model_copy(update={"enabled": True, "crop_n_layers": 1}))
+    res = track_chunk(toy, frame[None], [24], [], cfg)
+    masks = [rle_decode(e.rle) for e in res.entries[0].values() if e.rle is not None]
+    assert {i.kind for i in res.tracks.values()} == {"auto"}
+    assert _best_iou(masks, gt) >= 0.5
 
 
 def test_a_mask_emptied_by_overlap_resolution_is_an_occluded_frame(toy):
