@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from hqseg_ray.config import AutoConfig
+from hqseg_ray.masks import mask_to_box
 from hqseg_ray.prompts import Prompt
 
 
@@ -109,7 +110,7 @@ def _merge_crops(engine, size: tuple[int, int], whole: Discovered, config: AutoC
         found = _discover_one(engine, emb, 0, config, pps, None)
         if not len(found):
             continue
-        boxes = torch.from_numpy(np.stack([_mask_box(m) for m in found.masks])).float()
+        boxes = torch.from_numpy(np.stack([mask_to_box(m) for m in found.masks])).float()
         ok = ~is_box_near_crop_edge(boxes, [x0, y0, x1, y1], [0, 0, w, h], atol=atol).numpy()
         if not ok.any():
             continue
@@ -121,15 +122,9 @@ def _merge_crops(engine, size: tuple[int, int], whole: Discovered, config: AutoC
     masks, logits, scores = np.concatenate(masks), np.concatenate(logits), np.concatenate(scores)
     if not len(scores):
         return whole
-    boxes = torch.from_numpy(np.stack([_mask_box(m) for m in masks])).float()
+    boxes = torch.from_numpy(np.stack([mask_to_box(m) for m in masks])).float()
     keep = nms(boxes, torch.from_numpy(scores).float(), config.nms_iou)[: config.max_objects].numpy()
     return Discovered(masks[keep], logits[keep].astype(np.float32), scores[keep].astype(np.float32))
-
-
-def _mask_box(mask: np.ndarray) -> np.ndarray:
-    """Box XYXY (pixel edges) of a non-empty ``[H, W]`` mask, in the frame of ``mask``."""
-    ys, xs = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
-    return np.array([xs[0], ys[0], xs[-1] + 1, ys[-1] + 1], np.float32)
 
 
 def _discover_one(engine, embeddings, frame: int, config: AutoConfig, points_per_side: int,
