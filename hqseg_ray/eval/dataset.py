@@ -9,7 +9,7 @@ from typing import Mapping, Optional, Union
 
 import numpy as np
 
-from hqseg_ray.eval.metrics import BOUND_TH, evaluate_video
+from hqseg_ray.eval.metrics import BOUND_TH, evaluate_video, match_objects, relabel
 from hqseg_ray.masks import rle_decode
 
 logger = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ def read_predictions(pred: Union[str, Path], videos: Optional[set[str]] = None
 
 def evaluate_dataset(pred: Union[str, Path, Mapping], gt: Union[str, Path], videos: Optional[list[str]] = None,
                      bound_th: float = BOUND_TH, exclude_first_last: bool = False,
-                     per_frame: bool = False) -> dict:
+                     per_frame: bool = False, match: bool = False) -> dict:
     """Score predictions against DAVIS-layout ground truth.
 
     Args:
@@ -117,6 +117,10 @@ def evaluate_dataset(pred: Union[str, Path, Mapping], gt: Union[str, Path], vide
         gt: DAVIS root / Annotations folder.
         videos: video ids to score (default: every ground-truth video; one with no predictions
             scores as empty masks).
+        match: output without given identities (automatic mode): each video's predicted ids are
+            first assigned one-to-one to ground-truth ids by J&F (``match_objects``, DAVIS's
+            unsupervised protocol); unassigned predictions are not scored, and each video's
+            result gets ``"matched": {predicted id: ground-truth id}``.
 
     Returns:
         ``{"J", "F", "JF"}`` (means over all objects of all videos, as DAVIS), ``"id_switches"``,
@@ -133,7 +137,14 @@ def evaluate_dataset(pred: Union[str, Path, Mapping], gt: Union[str, Path], vide
         logger.warning("no predictions for %d video(s) %s: scored as empty", len(no_pred), no_pred[:5])
     results, js, fs = {}, [], []
     for vid in wanted:
-        r = evaluate_video(preds.get(vid, {}), read_gt_video(dirs[vid]), bound_th, exclude_first_last)
+        gt_v, pred_v, mapping = read_gt_video(dirs[vid]), preds.get(vid, {}), None
+        if match:
+            scored = sorted(gt_v)[1:-1] if exclude_first_last and len(gt_v) > 2 else sorted(gt_v)
+            mapping = match_objects(pred_v, {f: gt_v[f] for f in scored}, bound_th)
+            pred_v = relabel(pred_v, mapping)
+        r = evaluate_video(pred_v, gt_v, bound_th, exclude_first_last)
+        if mapping is not None:
+            r["matched"] = mapping
         if not per_frame:
             for o in r["per_object"].values():
                 o.pop("J_per_frame"), o.pop("F_per_frame")

@@ -148,6 +148,51 @@ def evaluate_video(pred_masks_by_frame: Mapping[int, Mapping[int, np.ndarray]],
             "frames": len(frames), "per_object": per_object}
 
 
+def match_objects(pred_masks_by_frame: Mapping[int, Mapping[int, np.ndarray]], gt_by_frame: Mapping[int, object],
+                  bound_th: float = BOUND_TH) -> dict[int, int]:
+    """One-to-one assignment of predicted ids to ground-truth ids for output without given
+    identities (automatic mode), as DAVIS's unsupervised evaluation does it: the J&F of every
+    (ground truth, prediction) pair over the video's ground-truth frames, then the assignment that
+    maximises their sum (Hungarian, ``scipy.optimize.linear_sum_assignment``). Pairs that never
+    overlap score 0 and are not assigned.
+
+    Returns: ``{predicted id: ground-truth id}``; predictions left out are not scored.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    frames = sorted(int(f) for f in gt_by_frame)
+    gts = {f: _split_gt(gt_by_frame[f])[0] for f in frames}
+    gt_ids = sorted({o for g in gts.values() for o in g})
+    pred_ids = sorted({int(p) for f in frames for p in (pred_masks_by_frame.get(f) or {})})
+    if not gt_ids or not pred_ids:
+        return {}
+    score = np.zeros((len(gt_ids), len(pred_ids)))
+    for gi, g in enumerate(gt_ids):
+        for pi, p in enumerate(pred_ids):
+            pairs = [(gts[f].get(g), (pred_masks_by_frame.get(f) or {}).get(p)) for f in frames]
+            if not any(gm is not None and pm is not None and np.any(gm & np.asarray(pm, bool)) for gm, pm in pairs):
+                continue  # never overlap: 0, and F is not worth computing
+            js, fs = [], []
+            for gm, pm in pairs:
+                if gm is None and pm is None:
+                    js.append(1.0), fs.append(1.0)
+                    continue
+                shape = gm.shape if gm is not None else np.asarray(pm).shape
+                gm = np.zeros(shape, bool) if gm is None else gm
+                pm = np.zeros(shape, bool) if pm is None else np.asarray(pm, bool)
+                js.append(j_score(pm, gm))
+                fs.append(f_score(pm, gm, bound_th))
+            score[gi, pi] = (np.mean(js) + np.mean(fs)) / 2
+    rows, cols = linear_sum_assignment(-score)
+    return {pred_ids[c]: gt_ids[r] for r, c in zip(rows, cols) if score[r, c] > 0}
+
+
+def relabel(pred_masks_by_frame: Mapping[int, Mapping[int, np.ndarray]], mapping: Mapping[int, int]) -> dict:
+    """Predictions with their ids replaced through ``mapping``; ids not in it dropped."""
+    return {f: {mapping[int(p)]: m for p, m in (objs or {}).items() if int(p) in mapping}
+            for f, objs in pred_masks_by_frame.items()}
+
+
 def _frame_shape(preds) -> tuple[int, int]:
     if preds:
         return np.asarray(next(iter(preds.values()))).shape

@@ -67,6 +67,28 @@ def test_swapped_ids_and_cli(tmp_path, gt_and_video, capsys):
     assert "ALL" in capsys.readouterr().out
 
 
+def test_match_scores_automatic_mode_output_and_cli(tmp_path, gt_and_video, capsys):
+    """Predicted ids unrelated to the ground truth's (automatic mode) plus a background mask:
+    ``match`` assigns them first and scores the objects perfectly; without it they score 0."""
+    gt, v = gt_and_video
+    masks = {t: {100 + oid: v.mask(t, oid) for oid in v.objects} for t in range(4)}
+    for t in range(4):
+        masks[t][999] = v.annotations[t] == 0
+    f = tmp_path / "auto.parquet"
+    write_parquet(f, "v1", masks)
+    assert evaluate_dataset(f, gt)["J"] < 0.5  # by their own ids (frames where an object is absent score 1)
+    r = evaluate_dataset(f, gt, match=True)
+    assert r["J"] == 1.0 and r["F"] == 1.0 and r["objects"] == len(v.objects)
+    assert r["videos"]["v1"]["matched"] == {100 + oid: oid for oid in v.objects}
+    import argparse
+
+    cmd = EvalCommand()
+    p = argparse.ArgumentParser()
+    cmd.add_arguments(p)
+    assert cmd.run(p.parse_args([str(f), str(gt), "--match"])) == 0
+    assert "1.000" in capsys.readouterr().out.splitlines()[-1]
+
+
 def test_davis2016_binary_annotations(tmp_path):
     d = tmp_path / "Annotations" / "480p" / "cow"
     d.mkdir(parents=True)

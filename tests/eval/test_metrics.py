@@ -84,3 +84,25 @@ def test_evaluate_video_means_and_id_switches():
 def test_size_mismatch_is_a_clear_error():
     with pytest.raises(ValueError, match="annotation size"):
         evaluate_video({0: {1: np.ones((10, 10), bool)}}, {0: square()})
+
+
+def test_match_objects_assigns_predictions_one_to_one_by_jf():
+    """Automatic-mode output: predicted ids say nothing about ground-truth ids."""
+    from hqseg_ray.eval.metrics import match_objects, relabel
+
+    a, b = square(x=10, y=10), square(x=60, y=60)
+    half_a = a.copy()
+    half_a[:, 20:] = False
+    gt = {t: (a.astype(np.uint8) + 2 * b.astype(np.uint8)) for t in range(3)}
+    # 7 is object 2 exactly; 9 is object 1 but missing on frame 2 (J&F 2/3); 11 is half of object 1
+    # on every frame (J 0.5: less than 9's); 13 never touches an object; 15 covers both objects
+    # (J 0.5 against each: the assignment is one-to-one, so neither object gets it)
+    pred = {t: {7: b, 11: half_a, 13: square(x=80, y=5, side=8), 15: a | b} for t in range(3)}
+    pred[0][9] = pred[1][9] = a
+    mapping = match_objects(pred, gt)
+    assert mapping == {7: 2, 9: 1}
+    r = evaluate_video(relabel(pred, mapping), gt)
+    assert r["per_object"][2]["J"] == 1.0
+    assert r["per_object"][1]["J"] == pytest.approx(2 / 3)
+    assert evaluate_video(pred, gt)["J"] == 0.0  # the same output scored by its own ids
+    assert match_objects({}, gt) == {} and match_objects(pred, {0: np.zeros((100, 100), np.uint8)}) == {}
