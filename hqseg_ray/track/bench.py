@@ -225,6 +225,23 @@ def occlusion_report(engine, clips: int = 10, config: Any = None) -> dict:
     return c
 
 
+def automatic_mode_report(engine, videos: list, auto: Any, chunk: Optional[int] = None, embeddings=None) -> dict:
+    """Automatic mode with no prompts (``auto`` an ``AutoConfig``, enabled here), scored after the
+    one-to-one assignment of ``hqseg eval --match`` (automatic ids mean nothing to the ground truth)."""
+    from hqseg_ray.eval.metrics import evaluate_video, match_objects, relabel
+
+    cfg = TrackingConfig(auto=auto.model_copy(update={"enabled": True}))
+    jf, secs, frames, tracks = [], 0.0, 0, 0
+    for i, v in enumerate(videos):
+        pred, st = track_video(engine, v, [], cfg, chunk=chunk, embeddings=embeddings[i] if embeddings else None)
+        gt = {t: v.annotations[t] for t in range(len(v.frames))}
+        jf.append(evaluate_video(relabel(pred, match_objects(pred, gt)), gt)["JF"])
+        secs += st["seconds"]
+        frames += st["frames"]
+        tracks += len({o for f in pred.values() for o in f})
+    return {"JF": float(np.mean(jf)), "tracks_per_clip": tracks / len(videos), "track_s_per_frame": secs / frames}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m hqseg_ray.track.bench", description=__doc__.split("\n")[0])
     p.add_argument("--videos", type=int, default=STANDARD["videos"])
@@ -232,6 +249,9 @@ def main(argv=None) -> int:
     p.add_argument("--size", default="320x240", help="WxH")
     p.add_argument("--seed", type=int, default=STANDARD["seed"])
     p.add_argument("--checkpoint", default="auto", help="toy checkpoint (default: the shipped one)")
+    p.add_argument("--auto-mode", action="store_true",
+                   help="also run automatic mode with no prompts (configs/model-toy.yaml's discovery, with and "
+                   "without its crop layer, unchunked and chunk 16 / overlap 4), scored as hqseg eval --match")
     args = p.parse_args(argv)
     import torch
 
@@ -257,6 +277,21 @@ def main(argv=None) -> int:
     occ = occlusion_report(engine)
     out.write(f"\nocclusion (10 clips, one full occlusion each): no mask on {occ['silent']}/{occ['hidden']} fully "
               f"hidden frames; re-acquired within 5 frames in {occ['reacquired']}/{occ['events']} cases\n")
+    if args.auto_mode:
+        from pathlib import Path
+
+        from hqseg_ray.config import load_job_config
+
+        auto = load_job_config(Path(__file__).resolve().parents[2] / "configs" / "model-toy.yaml").auto
+        embs = [engine.encode(v.frames) for v in videos]
+        out.write("\n| automatic mode (no prompts) | chunks | matched J&F | tracks per clip | track s/frame |\n"
+                  "|---|---|---|---|---|\n")
+        for crop in (auto.crop_n_layers, 0):
+            for chunk in (None, 16):
+                r = automatic_mode_report(engine, videos, auto.model_copy(update={"crop_n_layers": crop}), chunk, embs)
+                out.write(f"| crop_n_layers {crop} | {'chunk 16 / overlap 4, relay' if chunk else 'unchunked'} | "
+                          f"{r['JF']:.3f} | {r['tracks_per_clip']:.1f} | {r['track_s_per_frame']:.2f} |\n")
+                out.flush()
     return 0
 
 
