@@ -260,9 +260,11 @@ APPEARANCE_LONG_SIDE = 160  # the colour search runs on the frame shrunk to this
 
 
 def appearance_peaks(frame: np.ndarray, hist: np.ndarray, bw: float, bh: float, k: int,
-                     min_contrast: float = 0.3) -> list[np.ndarray]:
-    """Centres (X, Y, original pixels) of up to ``k`` places where a ``bw`` x ``bh`` window of
-    ``frame`` holds the most pixels coloured like ``hist`` (a :func:`color_hist` colour model).
+                     min_contrast: float = 0.3, size: Optional[tuple[int, int]] = None) -> list[np.ndarray]:
+    """Centres (X, Y, original pixels) of up to ``k`` places where a ``bw`` x ``bh`` (original
+    pixels) window of ``frame`` holds the most pixels coloured like ``hist`` (a :func:`color_hist`
+    colour model). ``size``: the original (H, W) when ``frame`` was resized (the tracker may hold
+    frames at the model's input size); default the frame's own.
 
     Histogram back-projection against the frame's own colours: a pixel counts when its colour is
     more frequent in the object than in the whole frame (naive Bayes over the three channels'
@@ -273,11 +275,12 @@ def appearance_peaks(frame: np.ndarray, hist: np.ndarray, bw: float, bh: float, 
     below ``min_contrast`` are not returned, and each peak blanks a window of the object's size
     around it (distinct places, best first).
     """
-    h, w = frame.shape[:2]
-    f = min(1.0, APPEARANCE_LONG_SIDE / max(h, w))
+    h, w = size or frame.shape[:2]
+    f = min(1.0, APPEARANCE_LONG_SIDE / max(h, w))  # search pixels per original pixel
     small = np.ascontiguousarray(frame)
-    if f < 1.0:
-        small = cv2.resize(small, (max(1, int(round(w * f))), max(1, int(round(h * f)))), interpolation=cv2.INTER_AREA)
+    target = (max(1, int(round(w * f))), max(1, int(round(h * f))))
+    if small.shape[1::-1] != target:
+        small = cv2.resize(small, target, interpolation=cv2.INTER_AREA)
     everywhere = color_hist(small, np.ones(small.shape[:2], bool))
     bins = (small // 32).astype(np.intp)
     llr = np.zeros(small.shape[:2], np.float32)

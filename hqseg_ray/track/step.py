@@ -81,7 +81,7 @@ def reacquire_prompts(state: ObjectState, local_frame: int, cfg: TrackerConfig,
     or gone on; at 3/4, 1 and 5/4 also half a size to either side of the path) or, for a (nearly)
     still object, one size around it; from the second lost frame on, also along the frame edge it
     left through (:func:`edge_boxes`: whole-object boxes, and shallow ones for an object only partly
-    back in view); and, given ``frame`` (RGB, original size) and a colour model, at the
+    back in view); and, given ``frame`` (RGB, original size or resized) and a colour model, at the
     ``reacquire_appearance_candidates`` places of the frame coloured most like the object
     (:func:`~hqseg_ray.track.motion.appearance_peaks`), wherever they are: an object lost in
     mid-frame, or one coming back away from where it left. Each has the last good logits moved
@@ -123,7 +123,8 @@ def reacquire_prompts(state: ObjectState, local_frame: int, cfg: TrackerConfig,
         g0 = 1 + 2 * min(MAX_SEARCH_GROW, cfg.box_margin + cfg.reacquire_margin)
         here = (state.box[:2] + state.box[2:]) / 2  # where the last logits are
         cands += [(c, _box_at(c, ow * g0, oh * g0), c - here)
-                  for c in appearance_peaks(frame, state.hist, ow, oh, cfg.reacquire_appearance_candidates)]
+                  for c in appearance_peaks(frame, state.hist, ow, oh, cfg.reacquire_appearance_candidates,
+                                            size=geo.original_size)]
     out, seen = [], set()
     for c, box, shift in cands:
         d = c - c0

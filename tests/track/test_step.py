@@ -258,6 +258,13 @@ def test_appearance_peaks_find_the_object_by_its_colours_anywhere():
     wall = _scene_with(120, 160, [])
     wall[:, 80:] = red
     assert all(p[0] < 95 for p in appearance_peaks(wall, model, 20, 20, k=3))
+    # the frame as the tracker may hold it, resized (here to half size): centres and window sizes
+    # stay in original pixels
+    import cv2
+
+    half = cv2.resize(later, (80, 60), interpolation=cv2.INTER_AREA)
+    ph = appearance_peaks(half, model, 20, 20, k=3, size=(120, 160))
+    assert len(ph) >= 1 and np.hypot(*(ph[0] - [125, 90])) <= 4
 
 
 def test_a_lost_object_is_searched_for_where_its_colours_are():
