@@ -225,6 +225,15 @@ def occlusion_report(engine, clips: int = 10, config: Any = None) -> dict:
     return c
 
 
+def toy_auto_config():
+    """The ``auto`` section of ``configs/model-toy.yaml`` (discovery settings for the toy model)."""
+    from pathlib import Path
+
+    from hqseg_ray.config import load_job_config
+
+    return load_job_config(Path(__file__).resolve().parents[2] / "configs" / "model-toy.yaml").auto
+
+
 def automatic_mode_report(engine, videos: list, auto: Any, chunk: Optional[int] = None, embeddings=None) -> dict:
     """Automatic mode with no prompts (``auto`` an ``AutoConfig``, enabled here), scored after the
     one-to-one assignment of ``hqseg eval --match`` (automatic ids mean nothing to the ground truth)."""
@@ -278,11 +287,7 @@ def main(argv=None) -> int:
     out.write(f"\nocclusion (10 clips, one full occlusion each): no mask on {occ['silent']}/{occ['hidden']} fully "
               f"hidden frames; re-acquired within 5 frames in {occ['reacquired']}/{occ['events']} cases\n")
     if args.auto_mode:
-        from pathlib import Path
-
-        from hqseg_ray.config import load_job_config
-
-        auto = load_job_config(Path(__file__).resolve().parents[2] / "configs" / "model-toy.yaml").auto
+        auto = toy_auto_config()
         embs = [engine.encode(v.frames) for v in videos]
         out.write("\n| automatic mode (no prompts) | chunks | matched J&F | tracks per clip | track s/frame |\n"
                   "|---|---|---|---|---|\n")

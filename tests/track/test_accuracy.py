@@ -21,7 +21,7 @@ from hqseg_ray.config import ModelConfig, TrackingConfig
 from hqseg_ray.masks import mask_iou
 from hqseg_ray.model.registry import SHIPPED_TOY_CHECKPOINT
 from hqseg_ray.track.bench import (frame0_prompts, keyframe_prompts, occlusion_report, score, standard_set,
-                                   track_video, true_box_predictions)
+                                   toy_auto_config, track_video, true_box_predictions)
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not SHIPPED_TOY_CHECKPOINT.exists(), reason="no toy checkpoint")]
 
@@ -136,13 +136,10 @@ def test_auto_mode_finds_fully_visible_objects(toy, standard):
     two per clip to keep the test short). An object counts as fully
     visible on a frame when it does not touch the border and its visible area is >= 90% of its
     largest visible area in the clip (the ground truth holds visible parts only)."""
-    from pathlib import Path
-
-    from hqseg_ray.config import load_job_config
     from hqseg_ray.track.auto import discover_objects
 
     # the toy's own discovery thresholds (configs/model-toy.yaml, chosen on seed-1 clips)
-    auto = load_job_config(Path(__file__).parents[2] / "configs" / "model-toy.yaml").auto
+    auto = toy_auto_config()
     found = total = 0
     for v, emb in standard:
         areas = {o: np.array([(a == o).sum() for a in v.annotations]) for o in v.objects}
@@ -163,14 +160,11 @@ def test_three_masks_per_point_find_what_the_best_one_misses(toy):
     """``masks_per_point: 3`` keeps all of SAM's masks of each grid point: on this frame (seed-2
     set, clip 0, frame 12) the ring-like object 3 has no discovered mask with the best-rated one
     alone (IoU 0.04) and one of IoU 0.92 with all three; no object found with one is lost."""
-    from pathlib import Path
-
-    from hqseg_ray.config import load_job_config
     from hqseg_ray.track.auto import discover_objects
 
     v = standard_set(seed=2, videos=1, frames=48)[0]
     emb = toy.encode(v.frames[12:13])
-    three = load_job_config(Path(__file__).parents[2] / "configs" / "model-toy.yaml").auto
+    three = toy_auto_config()
     three = three.model_copy(update={"crop_n_layers": 0})  # the whole frame only: the grid's masks are compared
     best = {}
     for k, cfg in (("one", three.model_copy(update={"masks_per_point": 1})), ("three", three)):
@@ -194,15 +188,12 @@ def _best_iou(masks, gt) -> float:
 
 
 def test_crop_layers_find_a_small_object_the_whole_frame_misses(toy, small_object_frame):
-    from pathlib import Path
-
     import cv2
 
-    from hqseg_ray.config import load_job_config
     from hqseg_ray.track.auto import discover_objects
 
     frame, gt = small_object_frame
-    auto = load_job_config(Path(__file__).parents[2] / "configs" / "model-toy.yaml").auto
+    auto = toy_auto_config()
     emb = toy.encode(frame[None])
     whole = discover_objects(toy, emb, 0, auto.model_copy(update={"crop_n_layers": 0}))
     crops = discover_objects(toy, emb, 0, auto.model_copy(update={"crop_n_layers": 1}), image=frame)
@@ -234,14 +225,11 @@ def test_crop_layers_need_the_frame_pixels(toy, small_object_frame):
 def test_auto_mode_tracks_what_the_crop_layers_find(toy, small_object_frame):
     """``track_chunk`` hands the chunk's first frame to discovery: with a crop layer the small ring
     is discovered and becomes an automatic track."""
-    from pathlib import Path
-
-    from hqseg_ray.config import load_job_config
     from hqseg_ray.masks import rle_decode
     from hqseg_ray.track import track_chunk
 
     frame, gt = small_object_frame
-    auto = load_job_config(Path(__file__).parents[2] / "configs" / "model-toy.yaml").auto
+    auto = toy_auto_config()
     cfg = TrackingConfig(auto=auto.model_copy(update={"enabled": True, "crop_n_layers": 1}))
     res = track_chunk(toy, frame[None], [24], [], cfg)
     masks = [rle_decode(e.rle) for e in res.entries[0].values() if e.rle is not None]
@@ -262,12 +250,9 @@ def test_a_mask_emptied_by_overlap_resolution_is_an_occluded_frame(toy):
 
 def test_automatic_mode_report_scores_unprompted_tracking(toy):
     """The benchmark's automatic-mode row: no prompts, ids assigned to the ground truth by J&F."""
-    from pathlib import Path
-
-    from hqseg_ray.config import load_job_config
     from hqseg_ray.track.bench import automatic_mode_report
 
-    auto = load_job_config(Path(__file__).parents[2] / "configs" / "model-toy.yaml").auto
+    auto = toy_auto_config()
     clip = standard_set(seed=0, videos=4, frames=4)[3]
     r = automatic_mode_report(toy, [clip], auto.model_copy(update={"crop_n_layers": 0}))
     assert 1 <= r["tracks_per_clip"] <= auto.max_objects
