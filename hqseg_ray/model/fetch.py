@@ -282,6 +282,30 @@ def _check(path: Path, url: str, size: Optional[int], sha256: Optional[str]) -> 
             raise FetchError(f"checkpoint {url!r}: sha256 {got} does not match expected {sha256}")
 
 
+def probe(url: str, timeout: float = 20.0) -> FetchInfo:
+    """Is ``url`` reachable with the credentials we have? One ``Range: bytes=0-0`` request (1 byte
+    transferred); the result holds the file's size (``headers['size']``), Hugging Face's published
+    sha256 and revision. Raises FetchError (with the HTTP status and a hint) when it is not."""
+    info = FetchInfo()
+    headers = {"User-Agent": "hqseg-ray", "Range": "bytes=0-0", **auth_headers(url)}
+    opener = urllib.request.build_opener(_Redirects(info))
+    try:
+        with opener.open(urllib.request.Request(url, headers=headers), timeout=timeout) as resp:
+            info.headers.update({k.lower(): v for k, v in resp.headers.items()})
+            info.resumable = resp.status == 206
+    except urllib.error.HTTPError as exc:
+        hint = " (set HF_TOKEN, or HQSEG_CHECKPOINT_AUTH)" if exc.code in (401, 403) else ""
+        raise FetchError(f"checkpoint {url!r}: HTTP {exc.code} {exc.reason}{hint}") from exc
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        raise FetchError(f"checkpoint {url!r}: not reachable: {exc}") from exc
+    m = re.search(r"/(\d+)$", info.headers.get("content-range", ""))
+    info.headers["size"] = int(m.group(1)) if m else None
+    published = _SHA256.match(info.headers.get("x-linked-etag", ""))
+    info.published_sha256 = published.group(1).lower() if published else None
+    info.revision = info.headers.get("x-repo-commit")
+    return info
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """``python -m hqseg_ray.model.fetch vit_h [vit_b ...] --dest DIR``: pre-fetch official checkpoints
     (into an image at build time, or onto a volume by a one-off Job), verified, once."""
