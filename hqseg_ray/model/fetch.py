@@ -230,46 +230,58 @@ def download(url: str, dest: Path, size: Optional[int] = None, sha256: Optional[
     ``verify(path)``, if given, checks an existing ``dest`` found under the lock (another process
     finished it) and raises to make this call fetch again.
     """
+    from filelock import Timeout
+
     policy = policy or RetryPolicy.from_env()
     dest = Path(dest)
+    try:
+        with node_lock(dest, policy.lock_timeout_s):
+            return _download_locked(url, dest, size, sha256, policy, verify)
+    except Timeout as exc:
+        raise FetchError(f"checkpoint {url!r}: another process has been fetching it into {dest} for "
+                         f"{policy.lock_timeout_s:.0f} s (lock {dest}.lock); is it stuck?") from exc
+
+
+def _download_locked(url: str, dest: Path, size: Optional[int], sha256: Optional[str], policy: RetryPolicy,
+                     verify: Optional[Callable[[Path], None]]) -> Path:
     part = dest.with_name(dest.name + ".part")
-    with node_lock(dest, policy.lock_timeout_s):
-        if dest.is_file():
-            try:
-                (verify or (lambda p: _check(p, url, size, sha256)))(dest)
-                logger.info("checkpoint %s already fetched (by another process) at %s", url, dest)
-                return dest
-            except Exception:  # noqa: BLE001 - any verification failure means: fetch again
-                dest.unlink()
-        info = FetchInfo()
-        last = "no attempt made"
-        for attempt in range(policy.attempts):
-            try:
-                _transfer(url, part, size, policy.timeout_s, info)
-            except _Retryable as exc:
-                last = str(exc)
-                if attempt + 1 < policy.attempts:
-                    wait = policy.delay(attempt, exc.retry_after)
-                    logger.warning("checkpoint %s: %s; retry %d/%d in %.1f s", url, exc, attempt + 1,
-                                   policy.attempts - 1, wait)
-                    time.sleep(wait)
-                continue
-            except BaseException:
-                part.unlink(missing_ok=True)
-                raise
-            try:
-                _check(part, url, size, sha256 or info.published_sha256)
-            except FetchError:
-                part.unlink(missing_ok=True)
-                raise
-            os.replace(part, dest)
-            logger.info("downloaded %s (%d bytes%s) to %s", url, dest.stat().st_size,
-                        f", revision {info.revision}" if info.revision else "", dest)
+    """The body of :func:`download`, run while holding the node lock."""
+    if dest.is_file():
+        try:
+            (verify or (lambda p: _check(p, url, size, sha256)))(dest)
+            logger.info("checkpoint %s already fetched (by another process) at %s", url, dest)
             return dest
-        if not info.resumable:
-            part.unlink(missing_ok=True)  # a server without Range support cannot continue it
-        raise FetchError(f"checkpoint {url!r}: download failed after {policy.attempts} attempts: {last}"
-                         + (f" (partial file kept for resume: {part})" if part.exists() else ""))
+        except Exception:  # noqa: BLE001 - any verification failure means: fetch again
+            dest.unlink()
+    info = FetchInfo()
+    last = "no attempt made"
+    for attempt in range(policy.attempts):
+        try:
+            _transfer(url, part, size, policy.timeout_s, info)
+        except _Retryable as exc:
+            last = str(exc)
+            if attempt + 1 < policy.attempts:
+                wait = policy.delay(attempt, exc.retry_after)
+                logger.warning("checkpoint %s: %s; retry %d/%d in %.1f s", url, exc, attempt + 1,
+                               policy.attempts - 1, wait)
+                time.sleep(wait)
+            continue
+        except BaseException:
+            part.unlink(missing_ok=True)
+            raise
+        try:
+            _check(part, url, size, sha256 or info.published_sha256)
+        except FetchError:
+            part.unlink(missing_ok=True)
+            raise
+        os.replace(part, dest)
+        logger.info("downloaded %s (%d bytes%s) to %s", url, dest.stat().st_size,
+                    f", revision {info.revision}" if info.revision else "", dest)
+        return dest
+    if not info.resumable:
+        part.unlink(missing_ok=True)  # a server without Range support cannot continue it
+    raise FetchError(f"checkpoint {url!r}: download failed after {policy.attempts} attempts: {last}"
+                     + (f" (partial file kept for resume: {part})" if part.exists() else ""))
 
 
 def _check(path: Path, url: str, size: Optional[int], sha256: Optional[str]) -> None:

@@ -211,3 +211,26 @@ def test_parse_retry_after():
     assert parse_retry_after(None) is None and parse_retry_after("soon") is None
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == 10.0
     assert RetryPolicy(max_delay_s=30).delay(0, 3600) == 30  # a huge Retry-After is capped
+
+
+def test_lock_held_too_long_is_a_clear_error(server, tmp_path):
+    from filelock import FileLock
+
+    dest = tmp_path / "f.pth"
+    policy = RetryPolicy(attempts=1, lock_timeout_s=0.2)
+    with FileLock(str(dest) + ".lock"):  # another process holds it (same effect in this process)
+        import threading as _t
+
+        errors = []
+        t = _t.Thread(target=lambda: errors.append(_try(download, f"{server}/file", dest, policy)))
+        t.start()
+        t.join(10)
+    assert errors and "another process has been fetching it" in errors[0]
+
+
+def _try(fn, url, dest, policy):
+    try:
+        fn(url, dest, None, None, policy)
+    except FetchError as exc:
+        return str(exc)
+    return "no error"
