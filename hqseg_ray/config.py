@@ -49,13 +49,19 @@ class ModelConfig(_Strict):
     )
     device: str = Field(
         "auto",
-        description="auto (CUDA when usable, else CPU) | cpu | cuda | cuda:N. When Ray assigned a GPU "
-        "but CUDA is not usable, the engine falls back to CPU with one warning.",
+        description="auto (CUDA when usable, else CPU) | cpu | cuda | cuda:N. cuda, or a GPU that Ray "
+        "assigned to the worker, that CUDA cannot use is an error naming the GPU, the driver and torch's "
+        "CUDA build (hqseg_ray/model/gpu.py); the model never silently runs on the CPU instead.",
     )
     dtype: Literal["float32", "float16", "bfloat16"] = Field(
         "float32",
         description="Compute dtype via autocast. float16/bfloat16 on CUDA; bfloat16 also on CPUs "
         "with native bf16 (float16 on CPU runs as float32).",
+    )
+    tf32: bool = Field(
+        False,
+        description="On CUDA, run float32 matmuls and convolutions (what autocast leaves in float32) on "
+        "TF32 tensor cores (Ampere and newer). Off keeps exact float32; configs/label-gpu.yaml turns it on.",
     )
     hq_token_only: bool = Field(
         False,
@@ -480,8 +486,8 @@ class ComputeConfig(_Strict):
     segment_actors_max: int = Field(
         1, ge=1, description="Maximum number of segment actors; the pool grows up to this when more GPUs join.")
     gpus_per_actor: float = Field(
-        1.0, ge=0.0, description="GPUs reserved per segment actor (0 on a CPU-only machine). The actor "
-        "falls back to the CPU with one warning when it was given a GPU that CUDA cannot use.")
+        1.0, ge=0.0, description="GPUs reserved per segment actor (0 on a CPU-only machine). An actor "
+        "given a GPU that CUDA cannot use fails with an error naming the GPU, driver and torch CUDA build.")
     cpus_per_actor: float = Field(1.0, gt=0.0, description="CPUs reserved per segment actor.")
     accelerator_type: Optional[str] = Field(
         None, description="Pin segment actors to nodes of this accelerator type (Ray's accelerator_type, "

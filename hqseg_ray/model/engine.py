@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import sys
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -27,10 +25,10 @@ import torch.nn.functional as F
 
 from hqseg_ray.config import ModelConfig
 from hqseg_ray.model.decoder import hq_features, paired_decoder_outputs, preprocess, select_mask
+from hqseg_ray.model.gpu import apply_tf32, resolve_device
 from hqseg_ray.prompts import Prompt, check_prompts
 
 logger = logging.getLogger(__name__)
-_warned_fallback = False
 
 
 @dataclass
@@ -93,41 +91,6 @@ def resize_longest_side(frame: np.ndarray, long_side: int) -> np.ndarray:
     return np.asarray(resize(to_pil_image(frame), list(preprocess_shape(h, w, long_side))))
 
 
-def _ray_assigned_gpu() -> bool:
-    ray = sys.modules.get("ray")
-    if ray is None:
-        return False
-    try:
-        return ray.is_initialized() and len(ray.get_gpu_ids()) > 0
-    except Exception:  # not in a Ray worker
-        return False
-
-
-def resolve_device(requested: str) -> torch.device:
-    """auto | cpu | cuda | cuda:N -> a usable torch.device (see ModelConfig.device)."""
-    global _warned_fallback
-    if requested == "cpu":
-        return torch.device("cpu")
-    cuda_ok = torch.cuda.is_available()
-    if requested == "auto":
-        if cuda_ok:
-            return torch.device("cuda")
-        if _ray_assigned_gpu() and not _warned_fallback:
-            _warned_fallback = True
-            logger.warning("Ray assigned GPU(s) %s to this worker but CUDA is not usable here; "
-                           "running the model on the CPU", os.environ.get("CUDA_VISIBLE_DEVICES"))
-        return torch.device("cpu")
-    if not cuda_ok:
-        if _ray_assigned_gpu():
-            if not _warned_fallback:
-                _warned_fallback = True
-                logger.warning("device %r requested and Ray assigned a GPU, but CUDA is not usable; "
-                               "running the model on the CPU", requested)
-            return torch.device("cpu")
-        raise ValueError(f"model.device is {requested!r} but CUDA is not available on this machine")
-    return torch.device(requested)
-
-
 class SegEngine:
     """SAM-HQ with batched encode and frame-paired batched decode."""
 
@@ -139,7 +102,8 @@ class SegEngine:
                  info: Optional[dict] = None) -> None:
         self.config = config or ModelConfig(type="vit_b", checkpoint=None, allow_random_init=True)
         self.info = info or {}
-        self.device = resolve_device(self.config.device)
+        self.device = resolve_device(self.config.device)  # fails fast when a GPU is required but unusable
+        apply_tf32(self.device, self.config.tf32)
         self.sam = sam.eval().to(self.device)
         for p in self.sam.parameters():
             p.requires_grad_(False)

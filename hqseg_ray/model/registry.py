@@ -7,8 +7,10 @@ model) stores its architecture inside its checkpoint as ``{"model_spec": {...}, 
 {...}}`` so it loads strictly with no side information.
 
 Checkpoint sources: local path, ``file://``, ``s3://`` and ``gs://`` (through ``pyarrow.fs``),
-``https://`` (streamed into a cache directory, size and sha256 checked, atomic rename: a
-half-downloaded file is never used), and ``auto`` (the official release for the type).
+``https://`` (``model/fetch.py``: once per node under a file lock, resumed, retried with backoff,
+``HF_TOKEN`` / auth header, size and sha256 checked, atomic rename: a half-downloaded file is never
+used), and ``auto`` (the official release for the type, ``model/official.py``; a copy baked into the
+image or a volume under ``$HQSEG_WEIGHTS_DIR`` is used first).
 """
 
 from __future__ import annotations
@@ -17,8 +19,6 @@ import hashlib
 import logging
 import os
 import tempfile
-import urllib.error
-import urllib.request
 import warnings
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -26,6 +26,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
+
+from hqseg_ray.model.fetch import FetchError, RetryPolicy, _check, download, node_lock, sha256_file  # noqa: F401
+from hqseg_ray.model.official import OFFICIAL_CHECKPOINTS, OfficialCheckpoint, baked_checkpoint  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
@@ -39,25 +42,6 @@ def import_sam_hq():
         warnings.simplefilter("ignore")
         import segment_anything_hq.modeling as modeling  # noqa: WPS433
     return modeling
-
-
-@dataclass(frozen=True)
-class OfficialCheckpoint:
-    """An official SAM-HQ release file."""
-
-    filename: str
-    size_bytes: int
-    url: str
-    sha256: Optional[str] = None  # not published by the authors; size is always checked
-
-
-_HF = "https://huggingface.co/lkeab/hq-sam/resolve/main/"
-OFFICIAL_CHECKPOINTS: dict[str, OfficialCheckpoint] = {
-    "vit_tiny": OfficialCheckpoint("sam_hq_vit_tiny.pth", 42_526_881, _HF + "sam_hq_vit_tiny.pth"),
-    "vit_b": OfficialCheckpoint("sam_hq_vit_b.pth", 379_335_069, _HF + "sam_hq_vit_b.pth"),
-    "vit_l": OfficialCheckpoint("sam_hq_vit_l.pth", 1_254_865_805, _HF + "sam_hq_vit_l.pth"),
-    "vit_h": OfficialCheckpoint("sam_hq_vit_h.pth", 2_570_940_653, _HF + "sam_hq_vit_h.pth"),
-}
 
 
 @dataclass(frozen=True)
@@ -200,87 +184,50 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("HQSEG_CACHE", Path.home() / ".cache" / "hqseg_ray"))
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _verify(path: Path, uri: str, size: Optional[int], sha256: Optional[str]) -> None:
-    if size is not None and path.stat().st_size != size:
-        raise CheckpointError(
-            f"checkpoint {uri!r}: size {path.stat().st_size} bytes, expected {size} (truncated or wrong file)"
-        )
-    if sha256 is not None:
-        got = sha256_file(path)
-        if got != sha256.lower():
-            raise CheckpointError(f"checkpoint {uri!r}: sha256 {got} does not match expected {sha256}")
-
-
-def _download_https(url: str, dest: Path, size: Optional[int], sha256: Optional[str],
-                    timeout: float = 60.0) -> Path:
-    """Stream ``url`` to ``dest`` through a temporary file in the same folder; rename when good."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
-    h = hashlib.sha256()
-    written = 0
     try:
-        req = urllib.request.Request(url, headers={"User-Agent": "hqseg-ray"})
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(req, timeout=timeout) as resp:
-            declared = resp.headers.get("Content-Length")
-            while True:
-                block = resp.read(1 << 20)
-                if not block:
-                    break
-                out.write(block)
-                h.update(block)
-                written += len(block)
-        if declared is not None and written != int(declared):
-            raise CheckpointError(f"checkpoint {url!r}: transfer ended after {written} of {declared} bytes")
-        if size is not None and written != size:
-            raise CheckpointError(f"checkpoint {url!r}: got {written} bytes, expected {size}")
-        if sha256 is not None and h.hexdigest() != sha256.lower():
-            raise CheckpointError(f"checkpoint {url!r}: sha256 {h.hexdigest()} does not match expected {sha256}")
-        os.replace(tmp, dest)
-        logger.info("downloaded %s (%d bytes) to %s", url, written, dest)
-        return dest
-    except urllib.error.HTTPError as exc:
-        raise CheckpointError(f"checkpoint {url!r}: HTTP {exc.code} {exc.reason}") from exc
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        if isinstance(exc, CheckpointError):
-            raise
-        raise CheckpointError(f"checkpoint {url!r}: download failed after {written} bytes: {exc}") from exc
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        _check(path, uri, size, sha256)
+    except FetchError as exc:
+        raise CheckpointError(str(exc)) from exc
+
+
+def _download_https(url: str, dest: Path, size: Optional[int], sha256: Optional[str]) -> Path:
+    """Once per node, resumed, retried, authenticated, verified: :func:`hqseg_ray.model.fetch.download`."""
+    try:
+        return download(url, dest, size, sha256)
+    except FetchError as exc:
+        raise CheckpointError(str(exc)) from exc
 
 
 def _fetch_pyarrow(uri: str, dest: Path, sha256: Optional[str]) -> Path:
     import pyarrow.fs as pafs
 
-    try:
-        fs, path = pafs.FileSystem.from_uri(uri)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
+    with node_lock(dest, RetryPolicy.from_env().lock_timeout_s):
+        if dest.is_file():  # another process of this node fetched it while we waited
+            try:
+                _verify(dest, uri, None, sha256)
+                return dest
+            except CheckpointError:
+                dest.unlink()
         try:
-            with os.fdopen(fd, "wb") as out, fs.open_input_stream(path) as src:
-                while True:
-                    block = src.read(1 << 20)
-                    if not block:
-                        break
-                    out.write(block)
-            _verify(Path(tmp_name), uri, None, sha256)
-            os.replace(tmp_name, dest)
-        finally:
-            if os.path.exists(tmp_name):
-                os.unlink(tmp_name)
-    except CheckpointError:
-        raise
-    except Exception as exc:  # pyarrow raises OSError / ArrowInvalid with useful text
-        raise CheckpointError(f"checkpoint {uri!r}: cannot read: {exc}") from exc
+            fs, path = pafs.FileSystem.from_uri(uri)
+            fd, tmp_name = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
+            try:
+                with os.fdopen(fd, "wb") as out, fs.open_input_stream(path) as src:
+                    while True:
+                        block = src.read(1 << 20)
+                        if not block:
+                            break
+                        out.write(block)
+                _verify(Path(tmp_name), uri, None, sha256)
+                os.replace(tmp_name, dest)
+            finally:
+                if os.path.exists(tmp_name):
+                    os.unlink(tmp_name)
+        except CheckpointError:
+            raise
+        except Exception as exc:  # pyarrow raises OSError / ArrowInvalid with useful text
+            raise CheckpointError(f"checkpoint {uri!r}: cannot read: {exc}") from exc
     return dest
 
 
@@ -290,13 +237,22 @@ def resolve_checkpoint(
     sha256: Optional[str] = None,
     cache_dir: Optional[str | Path] = None,
 ) -> Path:
-    """Turn a checkpoint reference into a verified local file path."""
+    """Turn a checkpoint reference into a verified local file path.
+
+    ``auto`` for an official type first looks for the file baked into the image or mounted from a
+    volume (``$HQSEG_WEIGHTS_DIR``, see :func:`~hqseg_ray.model.official.baked_checkpoint`), then
+    downloads the official release into the cache, once per node.
+    """
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     expected_size: Optional[int] = None
     if uri == "auto":
         if model_type == "toy":
             return SHIPPED_TOY_CHECKPOINT
         official = OFFICIAL_CHECKPOINTS[model_type]
+        baked = baked_checkpoint(model_type)
+        if baked is not None:
+            _verify(baked, str(baked), official.size_bytes, sha256 or official.sha256)
+            return baked
         uri, expected_size = official.url, official.size_bytes
         sha256 = sha256 or official.sha256
     if uri.startswith("file://"):
@@ -315,7 +271,7 @@ def resolve_checkpoint(
             return dest
         except CheckpointError:
             logger.warning("cached checkpoint %s failed verification; fetching %s again", dest, uri)
-            dest.unlink()
+            dest.unlink(missing_ok=True)
     if uri.startswith(("https://", "http://")):
         return _download_https(uri, dest, expected_size, sha256)
     if uri.startswith(("s3://", "gs://")):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 
 import pytest
 import yaml
@@ -76,7 +77,58 @@ def test_cluster_shape(path):
         assert container["resources"]["limits"] == container["resources"]["requests"]
         declared = json.loads(json.loads(group["rayStartParams"]["resources"]))
         accelerators |= {k.split(":", 1)[1] for k in declared if k.startswith("accelerator_type:")}
-    assert accelerators == {"A100", "H200"}
+    assert accelerators == {"A100", "H100", "H200"}
+
+
+def _pod_templates(doc: dict) -> dict[str, dict]:
+    spec = _cluster_spec(doc)
+    pods = {"head": spec["headGroupSpec"]["template"]["spec"]}
+    pods.update({g["groupName"]: g["template"]["spec"] for g in spec["workerGroupSpecs"]})
+    return pods
+
+
+@pytest.mark.parametrize("path", KUBERAY_MANIFESTS, ids=rel)
+def test_dev_shm_on_every_ray_pod(path):
+    """Ray's object store lives in /dev/shm; a container's default is 64 MiB. Head and every worker
+    group mount a memory-backed emptyDir there."""
+    for name, pod in _pod_templates(load_yaml(path)).items():
+        shm = {v["name"] for v in pod.get("volumes", []) if v.get("emptyDir", {}).get("medium") == "Memory"}
+        for c in pod["containers"]:
+            mounts = {m["name"] for m in c.get("volumeMounts", []) if m["mountPath"] == "/dev/shm"}
+            assert mounts & shm, f"{rel(path)}: {name}/{c['name']} has no memory-backed /dev/shm"
+
+
+def test_kuberay_version_stated_covers_the_fields_used():
+    """backoffLimit (RayJob retries) arrived in KubeRay v1.2.0; the docs must not promise v1.1."""
+    doc = load_yaml(ROOT / "deploy" / "rayjob.yaml")
+    text = (ROOT / "docs" / "deploy.md").read_text()
+    m = re.search(r"KubeRay operator \*\*v(\d+)\.(\d+)\*\* or newer", text)
+    assert m, "docs/deploy.md must state the minimum KubeRay operator version"
+    stated = (int(m.group(1)), int(m.group(2)))
+    if "backoffLimit" in doc["spec"]:
+        assert stated >= (1, 2), f"backoffLimit needs KubeRay >= 1.2, docs say {stated}"
+    assert "v1.1 or newer" not in text
+
+
+def test_shipped_manifests_run_real_models_not_the_toy():
+    """RayJob and RayService start from the GPU configs (vit_h); the toy stays in the demo configs."""
+    import shlex
+
+    from hqseg_ray.config import ModelConfig, load_job_config
+
+    argv = shlex.split(load_yaml(ROOT / "deploy" / "rayjob.yaml")["spec"]["entrypoint"])
+    assert argv[2] == "/home/ray/hqseg/configs/label-gpu.yaml"
+    job = load_job_config(ROOT / "configs" / "label-gpu.yaml", ["input.manifest=null"])
+    assert job.model.type == "vit_h" and job.model.dtype == "bfloat16" and job.model.tf32
+    assert job.model.device == "cuda" and 128 <= job.chunking.chunk_frames <= 256
+    assert job.model.decode_batch >= job.auto.points_per_side ** 2  # a discovery grid in one call
+    serve = yaml.safe_load(load_yaml(ROOT / "deploy" / "rayservice.yaml")["spec"]["serveConfigV2"])
+    for app in serve["applications"]:
+        model = ModelConfig.model_validate(app["args"]["model"])
+        assert model.type == "vit_h" and model.device == "cuda" and model.tf32
+    for name in ("cluster/README.md", "deploy/rayjob.yaml", "deploy/rayservice.yaml", "configs/serve.yaml",
+                 "configs/label-gpu.yaml"):
+        assert "label-demo" not in (ROOT / name).read_text() and "type: toy" not in (ROOT / name).read_text(), name
 
 
 def test_rayjob_lifecycle():

@@ -12,7 +12,7 @@ from .helpers import ROOT, load_yaml, rel
 
 LAUNCHER_CONFIGS = manifests.launcher_configs(ROOT)
 #: Accelerator types the project's configs may ask for (Ray's names, ray.util.accelerators).
-ACCELERATORS = {"A100", "H200"}
+ACCELERATORS = {"A100", "H100", "H200"}
 
 
 def _prepared(config: dict) -> dict:
@@ -25,7 +25,8 @@ def _prepared(config: dict) -> dict:
 
 def test_launcher_configs_found():
     names = {p.name for p in LAUNCHER_CONFIGS}
-    assert {"aws-a100.yaml", "aws-h200.yaml", "gcp-a100.yaml", "gcp-h200.yaml"} <= names
+    assert {"aws-a100.yaml", "aws-h100.yaml", "aws-h200.yaml", "gcp-a100.yaml", "gcp-h100.yaml",
+            "gcp-h200.yaml"} <= names
 
 
 @pytest.mark.parametrize("path", LAUNCHER_CONFIGS, ids=rel)
@@ -70,3 +71,31 @@ def test_ray_validation_rejects_wrong_fields(mutate, match):
     mutate(config)
     with pytest.raises(Exception, match=match):
         _prepared(config)
+
+
+@pytest.mark.parametrize("name, machine, accelerator, gpus", [
+    ("aws-h100.yaml", "p5.48xlarge", "H100", 8),
+    ("gcp-h100.yaml", "a3-highgpu-8g", "H100", 8),
+])
+def test_h100_configs(name, machine, accelerator, gpus):
+    """H100 clusters for jobs with compute.accelerator_type: H100 (configs/label-gpu.yaml)."""
+    from hqseg_ray.config import load_job_config
+
+    config = _prepared(load_yaml(ROOT / "cluster" / name))
+    (gpu_type,) = [t for t in config["available_node_types"].values() if t["resources"].get("GPU")]
+    nc = gpu_type["node_config"]
+    assert nc.get("InstanceType", nc.get("machineType")) == machine
+    assert gpu_type["resources"]["GPU"] == gpus and gpu_type["resources"][f"accelerator_type:{accelerator}"] == 1
+    job = load_job_config(ROOT / "configs" / "label-gpu.yaml", ["input.manifest=null"])
+    assert job.compute.accelerator_type == accelerator
+
+
+def test_every_aws_node_names_its_ami():
+    """No ImageId means Ray's built-in default (an Ubuntu 18.04 Deep Learning AMI with an old driver)."""
+    for path in LAUNCHER_CONFIGS:
+        config = load_yaml(path)
+        if config["provider"]["type"] != "aws":
+            continue
+        for name, t in config["available_node_types"].items():
+            image = t["node_config"].get("ImageId", "")
+            assert image and image.lower() != "latest_dlami", f"{rel(path)}: {name} has no explicit ImageId"
