@@ -150,8 +150,8 @@ class ServeConfig(_Strict):
     max_image_pixels: int = Field(
         40_000_000, ge=1, description="Largest image (width*height), checked from the header before "
         "decoding (decompression bombs).")
-    max_prompts: int = Field(64, ge=1, description="Most prompts per request.")
-    max_points: int = Field(64, ge=1, description="Most points per prompt.")
+    max_prompts: int = Field(64, ge=1, le=1024, description="Most prompts per request (at most the schema's 1024).")
+    max_points: int = Field(64, ge=1, le=1024, description="Most points per prompt (at most the schema's 1024).")
     allowed_uri_prefixes: list[str] = Field(
         default_factory=list, description="URIs a client may ask the server to read (file:///data/, "
         "s3://bucket/clips/, https://host/path/); anything else is refused. Empty: no URIs.")

@@ -10,6 +10,7 @@ import threading
 
 import numpy as np
 import pytest
+from starlette.requests import Request  # module level: FastAPI resolves the test routes' annotations here
 
 from hqseg_ray.config import ServeConfig
 from hqseg_ray.serve.errors import Busy, ClientError, PayloadTooLarge
@@ -270,7 +271,7 @@ def test_schema_caps_bound_prompt_lists():
 
 def _guard_client(settings, monkeypatch=None):
     import httpx
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI
 
     from hqseg_ray.serve.security import Guard
 
@@ -281,6 +282,9 @@ def _guard_client(settings, monkeypatch=None):
         return {"status": "ok"}
 
     @inner.post("/v1/images/{image_id}/segment")
+    async def echo_segment(image_id: str, request: Request):
+        return {"n": len(await request.body())}
+
     @inner.post("/v1/images")
     async def echo(request: Request):
         return {"n": len(await request.body())}
