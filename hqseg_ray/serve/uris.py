@@ -69,6 +69,7 @@ class _Parsed:
     port: Optional[int]
     segments: tuple[str, ...]
     query: str
+    trailing_slash: bool = False
 
 
 def _parse(uri: str, what: str, is_prefix: bool = False) -> _Parsed:
@@ -114,7 +115,8 @@ def _parse(uri: str, what: str, is_prefix: bool = False) -> _Parsed:
     segments = path.split("/")
     if segments and segments[0] == "":
         segments = segments[1:]
-    if is_prefix and segments and segments[-1] == "":
+    trailing = bool(segments) and segments[-1] == ""
+    if trailing and (is_prefix or scheme in DEFAULT_PORTS):  # http(s) may name 'a/' (an index page)
         segments = segments[:-1]
     for s in segments:
         if s in (".", ".."):
@@ -123,7 +125,7 @@ def _parse(uri: str, what: str, is_prefix: bool = False) -> _Parsed:
             raise URIRefused(f"{what} {uri!r}: empty path segments ('//' or a trailing '/') are not allowed")
     if scheme == "file" and not parts.path.startswith("/"):
         raise URIRefused(f"{what} {uri!r}: file:// paths must be absolute")
-    return _Parsed(scheme, host.lower(), port, tuple(segments), parts.query)
+    return _Parsed(scheme, host.lower(), port, tuple(segments), parts.query, trailing)
 
 
 def _address_problem(ip: "ipaddress._BaseAddress", allow_private: bool) -> Optional[str]:
@@ -186,7 +188,7 @@ def check_uri(uri: str, allowed_prefixes: Sequence[str], allow_private_hosts: bo
         except ValueError:
             problem = None
         if problem:
-            raise URIRefused(f"uri {uri!r}: host {p.host!r} is {problem}; refused")
+            raise URIRefused(f"uri {uri!r}: {problem}; refused")
     if not any(a.scheme == p.scheme and a.host == p.host and a.port == p.port and _under(p.segments, a.segments)
                for a in prefixes):
         raise outside
@@ -195,7 +197,8 @@ def check_uri(uri: str, allowed_prefixes: Sequence[str], allow_private_hosts: bo
             raise URIRefused(f"uri {uri!r}: no object key")
         return CheckedURI(uri, p.scheme, p.host, None, "/".join((p.host,) + p.segments))
     address = _resolve(p.host, int(p.port or 0), uri, allow_private_hosts)
-    return CheckedURI(uri, p.scheme, p.host, p.port, "/" + "/".join(p.segments), p.query, address)
+    path = "/" + "/".join(p.segments) + ("/" if p.trailing_slash and p.segments else "")
+    return CheckedURI(uri, p.scheme, p.host, p.port, path, p.query, address)
 
 
 # --------------------------------------------------------------------------------------------
