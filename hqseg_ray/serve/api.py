@@ -275,7 +275,7 @@ class HQSegAPI:
     @app.post("/v1/images/{image_id}/segment", response_model=SegmentOut, openapi_extra=_json_body(SegmentRequest),
               summary="Decoder-only segmentation of a cached image (batched across clients)")
     async def segment_image(self, image_id: str, request: Request) -> SegmentOut:
-        req = await inputs.read_json(request, SegmentRequest)
+        req = await inputs.read_json(request, SegmentRequest, inputs.json_element_budget(self.cfg))
         entry = self._entry(image_id)
         prompts = await self._prompts(entry.height, entry.width, req, entry)
         result = await self._decode_masks(entry.embeddings, prompts, req)
@@ -289,7 +289,7 @@ class HQSegAPI:
     @app.post("/v1/segment", response_model=SegmentOut, openapi_extra=_json_body(OneShotRequest),
               summary="One shot: image and prompts in one request")
     async def segment_once(self, request: Request) -> SegmentOut:
-        req = await inputs.read_json(request, OneShotRequest)
+        req = await inputs.read_json(request, OneShotRequest, inputs.json_element_budget(self.cfg))
         image = await self._image_from_json(req.image, req.uri)
         height, width = int(image.shape[0]), int(image.shape[1])
         prompts = await self._prompts(height, width, req)
@@ -318,7 +318,7 @@ class HQSegAPI:
     @app.post("/v1/videos/{session_id}/prompts", openapi_extra=_json_body(VideoPromptsIn),
               summary="Add prompts on any frame; one for an (object, frame) already prompted replaces it")
     async def add_video_prompts(self, session_id: str, request: Request) -> dict:
-        body = await inputs.read_json(request, VideoPromptsIn)
+        body = await inputs.read_json(request, VideoPromptsIn, inputs.json_element_budget(self.cfg))
         store = await self.sessions()
         sess = store.get(session_id)
         store.add_prompts(sess, body.prompts)

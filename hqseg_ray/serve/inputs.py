@@ -67,15 +67,28 @@ def _upload_from_json(body: bytes, field: str, model: Any) -> Upload:
     return Upload(uri=uri) if uri is not None else Upload(data=decode_base64(data, field))
 
 
-async def read_json(request: Any, model: Any) -> Any:
+def json_element_budget(cfg: Any) -> int:
+    """Most JSON list elements (``[`` and ``,``) a prompt body may hold: every point, label and box
+    of ``max_prompts`` x ``max_points`` plus 100k for list-form RLE counts of ``mask_input``.
+    Counted on the raw bytes (base64 holds neither character) before anything is parsed."""
+    return int(cfg.max_prompts) * (4 * int(cfg.max_points) + 16) + 100_000
+
+
+async def read_json(request: Any, model: Any, max_elements: Optional[int] = None) -> Any:
     """The body of ``request`` validated as ``model`` in a worker thread; 422 (FastAPI's
-    ``RequestValidationError``) when it is not valid JSON for the model."""
+    ``RequestValidationError``) when it is not valid JSON for the model, 413 when it holds more
+    than ``max_elements`` list elements (see :func:`json_element_budget`)."""
     from fastapi.exceptions import RequestValidationError
     from pydantic import ValidationError
 
     body = await request.body()
 
     def validate():
+        if max_elements is not None:
+            n = body.count(b",") + body.count(b"[")
+            if n > max_elements:
+                raise PayloadTooLarge(f"the JSON body holds about {n} list elements; prompts within "
+                                      f"serve.max_prompts and serve.max_points hold at most {max_elements}")
         try:
             return model.model_validate_json(body), None
         except ValidationError as exc:

@@ -464,3 +464,31 @@ def test_plan_serve_passes_the_request_timeout():
     with pytest.raises(ValueError, match="host"):
         http_options({"http_options": {"host": "0.0.0.0"}, "applications": [
             {"name": "a", "import_path": "hqseg_ray.serve.app:build_app", "args": {"serve": {"host": "127.0.0.1"}}}]})
+
+
+def test_oversized_json_lists_are_refused_before_parsing():
+    """A 21 MB points list took 8.5 s and 0.8 GB before max_points rejected it (the one-shot route
+    takes upload-sized bodies): the element count is bounded before the JSON is parsed."""
+    from pydantic import field_validator
+
+    from hqseg_ray.serve import inputs
+    from hqseg_ray.serve.schemas import OneShotRequest
+
+    validated = []
+
+    class Spy(OneShotRequest):
+        @field_validator("prompts")
+        @classmethod
+        def _seen(cls, v):
+            validated.append(1)
+            return v
+
+    cfg = ServeConfig(max_prompts=8, max_points=16)
+    n = 250_000
+    body = ('{"image": "data:image/png;base64,AAAA", "prompts": [{"points": ' + "[[1, 1]," * n + "[1, 1]]}]}").encode()
+    with pytest.raises(PayloadTooLarge, match="max_points"):
+        asyncio.run(inputs.read_json(_request(body, "application/json", "/v1/segment"), Spy,
+                                     inputs.json_element_budget(cfg)))
+    assert validated == []
+    ok = b'{"image": "data:image/png;base64,AAAA", "prompts": [{"points": [[1, 1], [2, 2]], "labels": [1, 0]}]}'
+    assert asyncio.run(inputs.read_json(_request(ok, "application/json"), Spy, inputs.json_element_budget(cfg)))
