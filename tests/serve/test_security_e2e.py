@@ -199,6 +199,13 @@ def test_api_key_auth_on_a_running_app(keyed_app):
         r = c.post("/v1/images", files={"image": ("a.png", png_bytes(scene(1)), "image/png")},
                    headers={"x-api-key": "secret-key-1"})
         assert r.status_code == 200, r.text
+    # the load test sends the key too
+    import asyncio
+
+    from hqseg_ray.serve.loadtest import run_load
+
+    report = asyncio.run(run_load(keyed_app, clients=2, seconds=1, images=1, size=(64, 96), api_key="secret-key-1"))
+    assert report["requests"] > 0 and report["5xx"] == 0 and not report.get("statuses", {}).get(401), report
 
 
 def test_healthz_is_503_when_the_engine_is_dead(keyed_app):
