@@ -265,7 +265,9 @@ class HQSegAPI:
             row = entry.logits.get(mask_id) if entry is not None else None
             return None if row is None else row.astype(np.float32)
 
-        return to_prompts(req.prompts, (height, width), to_low_res, lookup, self.cfg.max_prompts, self.cfg.max_points)
+        # RLE decoding and mask resizing are CPU work: off the event loop
+        return await asyncio.to_thread(to_prompts, req.prompts, (height, width), to_low_res, lookup,
+                                       self.cfg.max_prompts, self.cfg.max_points)
 
     async def _decode_masks(self, embeddings, prompts, req: SegmentRequest):
         from hqseg_ray.serve.engine_deployment import DecodeRequest
