@@ -156,8 +156,8 @@ class ServeConfig(_Strict):
     max_image_pixels: int = Field(
         40_000_000, ge=1, description="Largest image (width*height), checked from the header before "
         "decoding (decompression bombs).")
-    max_prompts: int = Field(64, ge=1, description="Most prompts per request.")
-    max_points: int = Field(64, ge=1, description="Most points per prompt.")
+    max_prompts: int = Field(64, ge=1, le=1024, description="Most prompts per request (at most the schema's 1024).")
+    max_points: int = Field(64, ge=1, le=1024, description="Most points per prompt (at most the schema's 1024).")
     allowed_uri_prefixes: list[str] = Field(
         default_factory=list, description="URIs a client may ask the server to read (file:///data/, "
         "s3://bucket/clips/, https://host/path/); anything else is refused. Empty: no URIs.")
@@ -169,6 +169,46 @@ class ServeConfig(_Strict):
     session_chunk_frames: int = Field(
         32, ge=1, description="Frames per tracker call when a session propagates (one NDJSON line per "
         "frame streams out as each chunk finishes).")
+    # -- security (docs/serving.md, "Security") ------------------------------------------------
+    max_json_bytes: int = Field(
+        1 << 20, ge=1, description="Largest body of the routes that take only prompts (POST "
+        "/v1/images/{id}/segment, /v1/videos/{id}/prompts); uploads use max_upload_bytes. Larger gets 413.")
+    max_session_prompts: int = Field(
+        256, ge=1, description="Most prompts a video session holds (all frames, all objects).")
+    max_session_objects: int = Field(64, ge=1, description="Most distinct object ids in a video session.")
+    api_keys_file: Optional[str] = Field(
+        None, description="File of API keys, one per line ('#' comments). With api_keys_env, the keys "
+        "a client may send as 'Authorization: Bearer KEY' or 'X-API-Key: KEY'; a source that yields no "
+        "key stops the server from starting.")
+    api_keys_env: Optional[str] = Field(
+        None, description="Name of an environment variable holding API keys (comma or whitespace "
+        "separated), e.g. HQSEG_API_KEYS set from a Kubernetes secret.")
+    allow_unauthenticated: bool = Field(
+        False, description="Serve without API keys on a non-loopback host. Only behind a gateway "
+        "that authenticates; without keys a non-loopback host is refused unless this is true.")
+    cors_allow_origins: list[str] = Field(
+        default_factory=list, description="Origins a browser page may call the API from (CORS); "
+        "empty (the default): no CORS headers, so browsers refuse cross-origin calls.")
+    uri_allow_private_hosts: bool = Field(
+        False, description="Let http(s) URIs reach loopback and private (RFC 1918, ULA) addresses; "
+        "link-local and cloud metadata addresses stay refused.")
+    uri_connect_timeout_s: float = Field(5.0, gt=0, description="Connect timeout of URI reads (HTTP, S3, GCS).")
+    uri_read_timeout_s: float = Field(30.0, gt=0, description="Per-request timeout of URI reads (HTTP, S3, GCS).")
+    s3_endpoint_override: Optional[str] = Field(
+        None, description="S3 endpoint (host:port) for s3:// URIs, e.g. a MinIO; a URI never sets it.")
+    s3_scheme: Literal["https", "http"] = Field("https", description="Scheme of the S3 endpoint.")
+    s3_region: Optional[str] = Field(None, description="S3 region (default: the SDK's, else us-east-1).")
+    gcs_endpoint_override: Optional[str] = Field(None, description="GCS endpoint (host:port) for gs:// URIs.")
+    request_timeout_s: Optional[float] = Field(
+        300.0, gt=0, description="Serve's HTTP request timeout (http_options.request_timeout_s): a request "
+        "(a propagation stream included) still running after it is cut with 408.")
+    max_queued_requests: int = Field(
+        256, ge=-1, description="Requests that may wait for an engine replica (Serve max_queued_requests; "
+        "-1 unbounded); past it callers get 503 at once instead of piling up.")
+    api_max_queued_requests: int = Field(
+        128, ge=-1, description="Requests that may wait for the HTTP ingress (its max_queued_requests).")
+    health_probe_timeout_s: float = Field(
+        5.0, gt=0, description="GET /healthz calls an engine replica; 503 when it does not answer within this.")
 
     @model_validator(mode="after")
     def _check_scaling(self) -> "ServeConfig":
@@ -177,7 +217,25 @@ class ServeConfig(_Strict):
         if self.max_ongoing_requests < 4:
             raise ValueError(f"max_ongoing_requests {self.max_ongoing_requests} is below the decode "
                              "batch size 4: batches could never fill")
+        if (not is_loopback_host(self.host) and not self.allow_unauthenticated
+                and not (self.api_keys_file or self.api_keys_env)):
+            raise ValueError(f"host {self.host!r} is reachable from other machines: set api_keys_file or "
+                             "api_keys_env (API keys), or allow_unauthenticated: true behind a gateway that "
+                             "authenticates")
         return self
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for an address only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    host = str(host).strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 # --------------------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ ids live in its memory (a second replica would not know them).
 import asyncio
 import json
 import logging
-import os
 import secrets
 import time
 from collections import OrderedDict
@@ -25,6 +24,7 @@ from hqseg_ray.config import ServeConfig, TrackingConfig
 from hqseg_ray.serve import inputs
 from hqseg_ray.serve.cache import BoundedCache
 from hqseg_ray.serve.errors import ClientError, NotFound, status_of
+from hqseg_ray.serve.security import Guard, configure as configure_security
 from hqseg_ray.serve.schemas import (ImageIn, ImageOut, OneShotRequest, SegmentOut, SegmentRequest, VideoIn,
                                      VideoPromptsIn, to_prompts)
 from hqseg_ray.serve.sessions import SessionStore
@@ -32,28 +32,15 @@ from hqseg_ray.serve.uris import read_uri
 
 logger = logging.getLogger(__name__)
 MASK_IDS_PER_IMAGE = 16
-_LIMIT_ENV = "HQSEG_SERVE_MAX_UPLOAD_BYTES"  # set per replica in HQSegAPI.__init__
 
 app = FastAPI(title="hqseg-ray", version="1",
               description="SAM-HQ segmentation: cached-image clicks, one-shot segmentation and video "
               "sessions. Masks are COCO RLE; coordinates are pixels of the original image.")
 
 
-class _LimitFromConfig(inputs.BodyLimitMiddleware):
-    """Reads the limit the replica was configured with. Serve pickles the app (and with it this
-    middleware) at decoration time, before any config exists, so the limit travels through the
-    replica process's environment."""
-
-    @property
-    def max_bytes(self) -> int:
-        return int(os.environ.get(_LIMIT_ENV, 64 << 20))
-
-    @max_bytes.setter
-    def max_bytes(self, value: int) -> None:
-        pass
-
-
-app.add_middleware(_LimitFromConfig, max_bytes=0)
+# CORS, API keys and per-route body caps, before anything reads the body (see security.py; the
+# replica installs its settings in HQSegAPI.__init__)
+app.add_middleware(Guard)
 
 
 # Serve pickles `app` (and these functions with it) when the class is decorated, so module globals
@@ -97,8 +84,28 @@ async def _count_requests(request: Request, call_next):
 
 @app.exception_handler(ValueError)
 async def _client_error(request: Request, exc: ValueError) -> JSONResponse:
+    """Input errors (ClientError, also raised inside an engine replica) -> their 4xx; any other
+    ValueError is a bug of ours: 500, logged with its traceback, no internals in the answer."""
+    status = status_of(exc)
+    if status >= 500 and not isinstance(getattr(exc, "cause", None) or exc, ClientError):
+        logger.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
+        return JSONResponse({"detail": "internal server error (logged)"}, status_code=500)
     cause = getattr(exc, "cause", None) or exc  # unwrap errors raised inside an engine replica
-    return JSONResponse({"detail": str(cause)}, status_code=status_of(cause))
+    return JSONResponse({"detail": str(cause)}, status_code=status)
+
+
+async def probe_engine(engine, timeout_s: float) -> tuple[int, dict]:
+    """(status, body) of ``GET /healthz``: one call to an engine replica every time (nothing
+    cached), 503 when none answers within ``timeout_s``."""
+    async def call():
+        return await engine.info.remote()
+
+    try:
+        info = await asyncio.wait_for(call(), timeout=timeout_s)
+    except Exception as exc:  # dead, restarting or not loaded yet: load balancers must wait
+        detail = "no engine replica answered within %gs" % timeout_s if isinstance(exc, asyncio.TimeoutError) else str(exc)
+        return 503, {"status": "unavailable", "detail": detail[:500]}
+    return 200, {"status": "ok", "model": info["label"]}
 
 
 _UPLOAD_BODY = {"requestBody": {"required": True, "content": {
@@ -106,6 +113,11 @@ _UPLOAD_BODY = {"requestBody": {"required": True, "content": {
         "image": {"type": "string", "format": "binary"}, "uri": {"type": "string"}}}},
     "application/json": {"schema": ImageIn.model_json_schema()},
     "image/*": {"schema": {"type": "string", "format": "binary"}}}}}
+
+
+def _json_body(model) -> dict:
+    """OpenAPI request body of a route that validates ``model`` itself (off the event loop)."""
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
 
 
 def _video_body(image_body: dict) -> dict:
@@ -154,7 +166,7 @@ class HQSegAPI:
     def __init__(self, engine, serve_config: dict, tracking_config: Optional[dict] = None) -> None:
         self.engine = engine
         self.cfg = ServeConfig.model_validate(serve_config or {})
-        os.environ[_LIMIT_ENV] = str(self.cfg.max_upload_bytes)
+        configure_security(self.cfg)  # raises (no start) when a key source yields no key
         self.images: BoundedCache[ImageEntry] = BoundedCache(self.cfg.cache_max_bytes, self.cfg.cache_ttl_s)
         self.tracking = TrackingConfig.model_validate(tracking_config or {})
         self._info: Optional[dict] = None
@@ -166,13 +178,10 @@ class HQSegAPI:
         return self._info
 
     # -- health and stats -------------------------------------------------------------------
-    @app.get("/healthz", summary="200 when the engine is loaded and answering")
+    @app.get("/healthz", summary="200 when an engine replica answers now (503 otherwise); needs no API key")
     async def healthz(self) -> JSONResponse:
-        try:
-            info = await asyncio.wait_for(self.engine_info(), timeout=10)
-        except Exception as exc:  # not ready yet: 503 so that load balancers wait
-            return JSONResponse({"status": "starting", "detail": str(exc)}, status_code=503)
-        return JSONResponse({"status": "ok", "model": info["label"]})
+        status, body = await probe_engine(self.engine, self.cfg.health_probe_timeout_s)
+        return JSONResponse(body, status_code=status)
 
     @app.get("/v1/stats", summary="Counters: cache, batches (decoder batch sizes), sessions")
     async def stats(self, request: Request) -> dict:
@@ -185,35 +194,16 @@ class HQSegAPI:
 
     # -- images -------------------------------------------------------------------------------
     async def _upload(self, request: Request, field: str, model) -> tuple[bytes, str]:
-        """The bytes of an upload (multipart file, raw body, JSON base64 or an allowed URI) and a
-        file name hint."""
-        ctype = request.headers.get("content-type", "").lower()
-        body = await request.body()
-        if ctype.startswith("multipart/form-data"):
-            fields = inputs.parse_multipart(body, request.headers["content-type"])
-            if field in fields:
-                return fields[field][1], fields[field][0] or ""
-            if "uri" in fields:
-                return await self._read_uri(fields["uri"][1].decode("utf-8", "replace").strip())
-            raise ClientError(f"multipart body needs an {field!r} file or a 'uri' field; got {sorted(fields)}")
-        if ctype.startswith("application/json"):
-            try:
-                payload = model.model_validate_json(body).model_dump()
-            except ValueError as exc:
-                raise ClientError(f"invalid JSON body: {exc}") from None
-            if (payload.get(field) is None) == (payload.get("uri") is None):
-                raise ClientError(f"give exactly one of {field!r} (base64) or 'uri'")
-            if payload.get("uri") is not None:
-                return await self._read_uri(payload["uri"])
-            return inputs.decode_base64(payload[field], field), ""
-        if ctype.startswith((f"{field}/", "application/octet-stream")):
-            return body, ""
-        raise ClientError(f"unsupported Content-Type {ctype!r}: send multipart/form-data, application/json "
-                          f"or the {field} bytes ({field}/...)")
+        """The bytes of an upload (multipart file, raw body, JSON base64 or an allowed URI) and the
+        client's file name (messages only). Parsed in a worker thread."""
+        up = await inputs.read_upload(request, field, model)
+        if up.uri is not None:
+            return await self._read_uri(up.uri)
+        return up.data, up.name
 
     async def _read_uri(self, uri: str) -> tuple[bytes, str]:
-        data = await asyncio.to_thread(read_uri, uri, self.cfg.allowed_uri_prefixes, self.cfg.max_upload_bytes)
-        return data, uri.rsplit("/", 1)[-1]
+        data = await asyncio.to_thread(read_uri, uri, self.cfg)
+        return data, ""
 
     async def _image_from_request(self, request: Request) -> np.ndarray:
         data, _ = await self._upload(request, "image", ImageIn)
@@ -275,16 +265,19 @@ class HQSegAPI:
             row = entry.logits.get(mask_id) if entry is not None else None
             return None if row is None else row.astype(np.float32)
 
-        return to_prompts(req.prompts, (height, width), to_low_res, lookup, self.cfg.max_prompts, self.cfg.max_points)
+        # RLE decoding and mask resizing are CPU work: off the event loop
+        return await asyncio.to_thread(to_prompts, req.prompts, (height, width), to_low_res, lookup,
+                                       self.cfg.max_prompts, self.cfg.max_points)
 
     async def _decode_masks(self, embeddings, prompts, req: SegmentRequest):
         from hqseg_ray.serve.engine_deployment import DecodeRequest
 
         return await self.engine.decode.remote(DecodeRequest(embeddings, prompts, req.multimask, req.hq_token_only))
 
-    @app.post("/v1/images/{image_id}/segment", response_model=SegmentOut,
+    @app.post("/v1/images/{image_id}/segment", response_model=SegmentOut, openapi_extra=_json_body(SegmentRequest),
               summary="Decoder-only segmentation of a cached image (batched across clients)")
-    async def segment_image(self, image_id: str, req: SegmentRequest) -> SegmentOut:
+    async def segment_image(self, image_id: str, request: Request) -> SegmentOut:
+        req = await inputs.read_json(request, SegmentRequest, inputs.json_element_budget(self.cfg))
         entry = self._entry(image_id)
         prompts = await self._prompts(entry.height, entry.width, req, entry)
         result = await self._decode_masks(entry.embeddings, prompts, req)
@@ -295,8 +288,10 @@ class HQSegAPI:
                           masks=[{**m, "mask_id": i} for m, i in zip(result.masks, ids)],
                           model=(await self.engine_info())["label"])
 
-    @app.post("/v1/segment", response_model=SegmentOut, summary="One shot: image and prompts in one request")
-    async def segment_once(self, req: OneShotRequest) -> SegmentOut:
+    @app.post("/v1/segment", response_model=SegmentOut, openapi_extra=_json_body(OneShotRequest),
+              summary="One shot: image and prompts in one request")
+    async def segment_once(self, request: Request) -> SegmentOut:
+        req = await inputs.read_json(request, OneShotRequest, inputs.json_element_budget(self.cfg))
         image = await self._image_from_json(req.image, req.uri)
         height, width = int(image.shape[0]), int(image.shape[1])
         prompts = await self._prompts(height, width, req)
@@ -314,8 +309,7 @@ class HQSegAPI:
     async def add_video(self, request: Request) -> dict:
         data, name = await self._upload(request, "video", VideoIn)
         store = await self.sessions()
-        suffix = os.path.splitext(name)[1] if name else ".mp4"
-        sess = await store.create(data, suffix)
+        sess = await store.create(data, name)
         return {"session_id": sess.session_id, "frames": len(sess.frame_indices), "fps": float(sess.info.fps),
                 "width": int(sess.info.width), "height": int(sess.info.height)}
 
@@ -323,9 +317,10 @@ class HQSegAPI:
     async def get_video(self, session_id: str) -> dict:
         return (await self.sessions()).get(session_id).describe()
 
-    @app.post("/v1/videos/{session_id}/prompts",
+    @app.post("/v1/videos/{session_id}/prompts", openapi_extra=_json_body(VideoPromptsIn),
               summary="Add prompts on any frame; one for an (object, frame) already prompted replaces it")
-    async def add_video_prompts(self, session_id: str, body: VideoPromptsIn) -> dict:
+    async def add_video_prompts(self, session_id: str, request: Request) -> dict:
+        body = await inputs.read_json(request, VideoPromptsIn, inputs.json_element_budget(self.cfg))
         store = await self.sessions()
         sess = store.get(session_id)
         store.add_prompts(sess, body.prompts)

@@ -47,6 +47,7 @@ def engine_options(cfg: ServeConfig) -> dict:
     return {
         "ray_actor_options": {"num_gpus": cfg.num_gpus, "num_cpus": cfg.num_cpus},
         "max_ongoing_requests": cfg.max_ongoing_requests,
+        "max_queued_requests": cfg.max_queued_requests,
         "autoscaling_config": {"min_replicas": cfg.min_replicas, "max_replicas": cfg.max_replicas,
                                "initial_replicas": max(cfg.min_replicas, 1),
                                "target_ongoing_requests": cfg.target_ongoing_requests},
@@ -74,7 +75,8 @@ def build_app(args: Optional[dict] = None, deployment_overrides: Optional[list[d
         eng_opts.pop("autoscaling_config")
     engine = SegEngineDeployment.options(**{**eng_opts, **overrides.get("SegEngineDeployment", {})}).bind(
         model.model_dump(), cfg.batch_wait_timeout_s)
-    api_opts: dict[str, Any] = {"num_replicas": 1, "max_ongoing_requests": cfg.api_max_ongoing_requests}
+    api_opts: dict[str, Any] = {"num_replicas": 1, "max_ongoing_requests": cfg.api_max_ongoing_requests,
+                                "max_queued_requests": cfg.api_max_queued_requests}
     tracking = TrackingConfig.model_validate({k: data[k] for k in ("tracker", "auto", "stitch") if data.get(k)})
     api = HQSegAPI.options(**{**api_opts, **overrides.get("HQSegAPI", {})}).bind(
         engine, cfg.model_dump(), tracking.model_dump())

@@ -44,13 +44,16 @@ def _percentile(values: list[float], q: float) -> Optional[float]:
 
 
 async def run_load(url: str, clients: int = 8, seconds: float = 3.0, images: int = 4,
-                   size: tuple[int, int] = (480, 640), seed: int = 0, timeout_s: float = 60.0) -> dict:
-    """Run the load test against ``url``; returns the report dict (latencies in milliseconds)."""
+                   size: tuple[int, int] = (480, 640), seed: int = 0, timeout_s: float = 60.0,
+                   api_key: Optional[str] = None) -> dict:
+    """Run the load test against ``url``; returns the report dict (latencies in milliseconds).
+    ``api_key``: sent as ``Authorization: Bearer`` (servers with serve.api_keys_*)."""
     import httpx
 
     h, w = size
     limits = httpx.Limits(max_connections=clients + 2, max_keepalive_connections=clients + 2)
-    async with httpx.AsyncClient(base_url=url, timeout=timeout_s, limits=limits) as http:
+    headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+    async with httpx.AsyncClient(base_url=url, timeout=timeout_s, limits=limits, headers=headers) as http:
         ids = []
         for i in range(images):
             r = await http.post("/v1/images", files={"image": (f"{i}.png", _png(seed + i, h, w), "image/png")})
@@ -120,8 +123,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--images", type=int, default=4)
     p.add_argument("--height", type=int, default=480)
     p.add_argument("--width", type=int, default=640)
+    p.add_argument("--api-key", default=None, help="API key of the server (default: $HQSEG_API_KEY)")
     args = p.parse_args(argv)
-    report = run_load(args.url, args.clients, args.seconds, args.images, (args.height, args.width))
+    import os
+
+    report = run_load(args.url, args.clients, args.seconds, args.images, (args.height, args.width),
+                      api_key=args.api_key or os.environ.get("HQSEG_API_KEY"))
     report = asyncio.run(report)
     report["command"] = "python -m hqseg_ray.serve.loadtest " + " ".join(argv if argv is not None else sys.argv[1:])
     sys.stdout.write(json.dumps(report, indent=2) + "\n")

@@ -16,6 +16,11 @@ from hqseg_ray.prompts import Prompt, PromptSpec, check_prompts
 from hqseg_ray.serve.errors import ClientError
 
 
+#: Hard bounds of the schema, whatever the config says (serve.max_points / max_prompts must stay below)
+MAX_POINTS_HARD = 1024
+MAX_PROMPTS_HARD = 1024
+
+
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -26,9 +31,10 @@ class RLE(_Body):
 
 
 class PromptIn(_Body):
-    points: Optional[list[list[float]]] = Field(None, description="[[x, y], ...] in pixels")
-    labels: Optional[list[int]] = Field(None, description="one per point: 1 foreground, 0 background")
-    box: Optional[list[float]] = Field(None, description="[x1, y1, x2, y2] in pixels")
+    points: Optional[list[list[float]]] = Field(None, max_length=MAX_POINTS_HARD, description="[[x, y], ...] in pixels")
+    labels: Optional[list[int]] = Field(None, max_length=MAX_POINTS_HARD,
+                                        description="one per point: 1 foreground, 0 background")
+    box: Optional[list[float]] = Field(None, max_length=4, description="[x1, y1, x2, y2] in pixels")
     mask_input: Optional[RLE] = Field(
         None, description="a binary mask (COCO RLE at the image's size) to refine")
     mask_input_id: Optional[str] = Field(
@@ -37,7 +43,7 @@ class PromptIn(_Body):
 
 
 class SegmentRequest(_Body):
-    prompts: list[PromptIn] = Field(..., min_length=1, description="one object per prompt")
+    prompts: list[PromptIn] = Field(..., min_length=1, max_length=MAX_PROMPTS_HARD, description="one object per prompt")
     multimask: Optional[bool] = Field(None, description="pick the best of SAM's 3 masks (default: model config)")
     hq_token_only: Optional[bool] = Field(None, description="HQ mask only (default: model config)")
 
@@ -59,7 +65,7 @@ class VideoIn(_Body):
 
 class VideoPromptsIn(_Body):
     prompts: list[PromptSpec] = Field(
-        ..., min_length=1, description="prompts with frame and object_id; a prompt for an (object, frame) "
+        ..., min_length=1, max_length=MAX_PROMPTS_HARD, description="prompts with frame and object_id; a prompt for an (object, frame) "
         "already prompted replaces it (corrections)")
 
 

@@ -76,10 +76,13 @@ class SessionStore:
         self.image_size = int(image_size)
         self.cache: BoundedCache[VideoSession] = BoundedCache(cfg.session_max_bytes, cfg.session_ttl_s,
                                                               max_items=cfg.max_sessions)
+        self.reserved_bytes = 0  # frames of sessions being decoded now (see ``create``)
+        self.pending = 0  # sessions being created now
 
     def stats(self) -> dict:
         return {"count": len(self.cache), "bytes": self.cache.nbytes, "max_bytes": self.cache.max_bytes,
-                "max_sessions": self.cfg.max_sessions, **self.cache.stats}
+                "max_sessions": self.cfg.max_sessions,
+                "reserved_bytes": self.reserved_bytes, "pending": self.pending, **self.cache.stats}
 
     def get(self, session_id: str) -> VideoSession:
         sess = self.cache.get(session_id)
@@ -93,64 +96,130 @@ class SessionStore:
             raise NotFound(f"video session {session_id!r} does not exist")
 
     # -- create ----------------------------------------------------------------------------------
-    async def create(self, data: bytes, suffix: str = ".mp4") -> VideoSession:
-        """Video bytes -> a new session: bound checks, then probe and decode in a worker thread
-        (the store itself is only touched on the event loop)."""
+    async def create(self, data: bytes, name: str = "") -> VideoSession:
+        """Video bytes -> a new session. The container header is read first (whitelisted demuxers
+        only, see ``media``); frame size and count are checked and the frames' bytes reserved
+        against ``serve.session_max_bytes`` before any frame is decoded (413 when the video can
+        never fit, 429 when it fits once other sessions close). ``name`` (the client's file name)
+        is never used to open the file. The store itself is only touched on the event loop."""
         import asyncio
 
         self._check_room(0)
-        sess = await asyncio.to_thread(self._decode, data, suffix)
+        self.pending += 1
+        path = None
+        try:
+            path, info = await asyncio.to_thread(self._probe, data)
+            need = self._frames_nbytes(info)
+            self._reserve(need)
+            try:
+                sess = await asyncio.to_thread(self._read, path, info)
+            finally:
+                self.reserved_bytes -= need
+        finally:
+            self.pending -= 1
+            if path is not None:
+                os.unlink(path)
         self._check_room(sess.nbytes)
         self.cache.put(sess.session_id, sess, sess.nbytes)
         return sess
 
     def _check_room(self, nbytes: int) -> None:
-        if not self.cache.would_fit_count():
+        """429 unless a session slot (and ``nbytes`` more) is free now, counting sessions being created."""
+        if not nbytes and len(self.cache) + self.pending >= self.cfg.max_sessions:
             raise Busy(f"{self.cfg.max_sessions} video sessions are open (serve.max_sessions); DELETE one "
                        "or wait for an idle one to close")
-        if nbytes and self.cache.nbytes + nbytes > self.cache.max_bytes:
-            raise Busy(f"video sessions hold {self.cache.nbytes} of {self.cache.max_bytes} bytes "
-                       f"(serve.session_max_bytes); this video needs {nbytes}; DELETE a session or wait for "
-                       "an idle one to close")
+        if nbytes and self.cache.nbytes + self.reserved_bytes + nbytes > self.cache.max_bytes:
+            raise Busy(f"video sessions hold {self.cache.nbytes + self.reserved_bytes} of {self.cache.max_bytes} "
+                       f"bytes (serve.session_max_bytes); this video needs {nbytes}; DELETE a session or wait "
+                       "for an idle one to close")
 
-    def _decode(self, data: bytes, suffix: str) -> VideoSession:
-        """Probe (frame count and size limits before decoding) and decode every frame at model size."""
-        from hqseg_ray.video import VideoError, probe_video, read_frames
+    def _reserve(self, nbytes: int) -> None:
+        if nbytes > self.cache.max_bytes:
+            raise PayloadTooLarge(f"this video needs {nbytes} bytes at model size, more than all sessions may "
+                                  f"hold ({self.cache.max_bytes} bytes, serve.session_max_bytes); send a "
+                                  "shorter or smaller video")
+        self._check_room(nbytes)
+        self.reserved_bytes += nbytes
 
-        suffix = suffix if suffix and len(suffix) <= 8 and suffix[1:].isalnum() else ".mp4"
-        fd, path = tempfile.mkstemp(prefix="hqseg-session-", suffix=suffix)
+    def _frames_nbytes(self, info) -> int:
+        """Bytes of the video's frames as a session keeps them (long side <= the model's input size)."""
+        h, w = int(info.height), int(info.width)
+        scale = min(1.0, self.image_size / max(h, w, 1))
+        return int(info.num_frames) * (int(h * scale) + 1) * (int(w * scale) + 1) * 3
+
+    def _check_limits(self, frames: int, width: int, height: int) -> None:
+        if frames > self.cfg.max_video_frames:
+            raise PayloadTooLarge(f"video has {frames} frames; sessions take at most "
+                                  f"{self.cfg.max_video_frames} (serve.max_video_frames)")
+        if width * height > self.cfg.max_image_pixels:
+            raise PayloadTooLarge(f"video frames are {width}x{height}, over "
+                                  f"{self.cfg.max_image_pixels} pixels (serve.max_image_pixels)")
+
+    def _probe(self, data: bytes):
+        """Write the bytes to a temp file (fixed suffix), read the header with whitelisted
+        demuxers, check the limits, then probe (demux only) -> (path, VideoInfo)."""
+        from hqseg_ray.serve.media import TEMP_SUFFIX, open_header
+        from hqseg_ray.video import VideoError, probe_video
+
+        if not data:
+            raise ClientError("the video is empty")
+        fd, path = tempfile.mkstemp(prefix="hqseg-session-", suffix=TEMP_SUFFIX)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
+            header = open_header(path)
+            self._check_limits(header.frames, header.width, header.height)
             try:
                 info = probe_video(path)
-                if info.num_frames > self.cfg.max_video_frames:
-                    raise PayloadTooLarge(f"video has {info.num_frames} frames; sessions take at most "
-                                          f"{self.cfg.max_video_frames} (serve.max_video_frames)")
-                if info.width * info.height > self.cfg.max_image_pixels:
-                    raise PayloadTooLarge(f"video frames are {info.width}x{info.height}, over "
-                                          f"{self.cfg.max_image_pixels} pixels (serve.max_image_pixels)")
-                size = self.image_size if max(info.width, info.height) > self.image_size else None
-                frames, idx, times = read_frames(path, size=size, info=info)
             except VideoError as exc:
                 raise ClientError(f"not a readable video: {exc.reason}") from None
-        finally:
+            self._check_limits(info.num_frames, info.width, info.height)
+        except BaseException:
             os.unlink(path)
+            raise
+        return path, info
+
+    def _read(self, path: str, info) -> VideoSession:
+        """Decode every frame at model size."""
+        from hqseg_ray.video import VideoError, read_frames
+
+        size = self.image_size if max(info.width, info.height) > self.image_size else None
+        try:
+            frames, idx, times = read_frames(path, size=size, info=info)
+        except VideoError as exc:
+            raise ClientError(f"not a readable video: {exc.reason}") from None
         return VideoSession("vid_" + secrets.token_hex(8), info, frames, np.asarray(idx), np.asarray(times))
 
     # -- prompts ---------------------------------------------------------------------------------
     def add_prompts(self, sess: VideoSession, prompts: list) -> None:
-        """Add prompts; a prompt for an (object, frame) already prompted replaces it (a correction)."""
+        """Add prompts; a prompt for an (object, frame) already prompted replaces it (a correction).
+        Bounded per request (``max_prompts``, ``max_points`` per prompt) and per session
+        (``max_session_prompts``, ``max_session_objects``)."""
         from hqseg_ray.prompts import ManifestRow, validate_prompts
 
-        if len(prompts) > self.cfg.max_prompts:
-            raise ClientError(f"{len(prompts)} prompts in one request; the limit is {self.cfg.max_prompts}")
+        cfg = self.cfg
+        if len(prompts) > cfg.max_prompts:
+            raise ClientError(f"{len(prompts)} prompts in one request; the limit is {cfg.max_prompts} (serve.max_prompts)")
+        too_many = [f"prompt {i}: {len(p.points)} points; the limit is {cfg.max_points} (serve.max_points)"
+                    for i, p in enumerate(prompts) if p.points is not None and len(p.points) > cfg.max_points]
+        if too_many:
+            raise ClientError("; ".join(too_many))
         if sess.propagating:
             raise Conflict("this session is propagating; add prompts when the stream has finished")
         new_keys = {(p.object_id, p.frame) for p in prompts if p.object_id is not None}
         kept = [p for p in sess.prompts if p.object_id is None or (p.object_id, p.frame) not in new_keys]
         merged = kept + list(prompts)
-        validate_prompts(ManifestRow(video="session", video_id=sess.session_id, prompts=merged), sess.info)
+        if len(merged) > cfg.max_session_prompts:
+            raise ClientError(f"the session would hold {len(merged)} prompts; the limit is "
+                              f"{cfg.max_session_prompts} (serve.max_session_prompts)")
+        objects = {p.object_id for p in merged if p.object_id is not None}
+        if len(objects) > cfg.max_session_objects:
+            raise ClientError(f"the session would track {len(objects)} objects; the limit is "
+                              f"{cfg.max_session_objects} (serve.max_session_objects)")
+        try:
+            validate_prompts(ManifestRow(video="session", video_id=sess.session_id, prompts=merged), sess.info)
+        except ValueError as exc:
+            raise ClientError(str(exc)) from None
         sess.prompts = merged
 
     # -- propagate -------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ SERVE_SETTINGS = {
     "cache_ttl_s": 6.0,
     "max_upload_bytes": 2_000_000, "max_image_pixels": 1_000_000, "max_prompts": 8, "max_points": 16,
     "max_sessions": 2, "session_ttl_s": 60.0, "max_video_frames": 40, "session_chunk_frames": 8,
+    "max_json_bytes": 20_000,
 }
 
 

@@ -49,7 +49,7 @@ def test_cache_count_bound():
 def test_uri_policy(tmp_path):
     allowed = [f"file://{tmp_path}/ok/", "s3://bucket/clips/", "https://example.com/media/"]
     (tmp_path / "ok").mkdir()
-    assert check_uri(f"file://{tmp_path}/ok/a.png", allowed).endswith("/ok/a.png")
+    assert check_uri(f"file://{tmp_path}/ok/a.png", allowed).path.endswith("/ok/a.png")
     assert check_uri("s3://bucket/clips/a.mp4", allowed)
     for bad in [f"file://{tmp_path}/other.png", f"file://{tmp_path}/ok/../x", "s3://bucket/other/a.mp4",
                 "s3://bucket/clips/../../x", "gs://bucket/clips/a.mp4", "http://169.254.169.254/",
