@@ -28,6 +28,8 @@ from hqseg_ray.serve.errors import ClientError, NotFound, status_of
 from hqseg_ray.serve.schemas import (ImageIn, ImageOut, OneShotRequest, SegmentOut, SegmentRequest, VideoIn,
                                      VideoPromptsIn, to_prompts)
 from hqseg_ray.serve.sessions import SessionStore
+from hqseg_ray.serve.ui import ReviewPage
+from hqseg_ray.serve.ui import router as ui_router
 from hqseg_ray.serve.uris import read_uri
 
 logger = logging.getLogger(__name__)
@@ -54,6 +56,7 @@ class _LimitFromConfig(inputs.BodyLimitMiddleware):
 
 
 app.add_middleware(_LimitFromConfig, max_bytes=0)
+app.include_router(ui_router)  # the review page, /ui/ (its routes are methods of ReviewPage, below)
 
 
 # Serve pickles `app` (and these functions with it) when the class is decorated, so module globals
@@ -150,7 +153,7 @@ def _new_id(prefix: str) -> str:
 
 @serve.deployment(name="HQSegAPI", max_ongoing_requests=64)
 @serve.ingress(app)
-class HQSegAPI:
+class HQSegAPI(ReviewPage):
     def __init__(self, engine, serve_config: dict, tracking_config: Optional[dict] = None) -> None:
         self.engine = engine
         self.cfg = ServeConfig.model_validate(serve_config or {})
