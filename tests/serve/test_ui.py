@@ -67,7 +67,7 @@ def test_output_listing_masks_and_queue(ui_app):
     assert m["frame"] == 3 and {o["object_id"] for o in m["objects"]} <= set(ui_app["object_ids"])
     assert all(o["size"] == list(ui_app["size"]) for o in m["objects"])
     q = c.get(f"/ui/api/outputs/0/videos/{vid}/queue").json()
-    assert q["source"] == "job" and [i["frame_index"] for i in q["items"]] == [4, 2]
+    assert q["source"] == "job" and [i["frame_index"] for i in q["items"]] == [5, 2]
 
 
 @pytest.mark.parametrize("path,status", [

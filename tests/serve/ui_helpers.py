@@ -10,7 +10,7 @@ import pytest
 
 UI_PREFIX = "/toyui"
 TOY = {"type": "toy", "checkpoint": "auto", "device": "cpu"}
-VIDEO_SEED, FRAMES, SIZE = 3, 8, (120, 160)
+VIDEO_SEED, FRAMES, SIZE = 8, 8, (120, 160)  # seed 8: the toy tracks its object 2 to the end
 
 
 def make_job_output(root):
@@ -34,7 +34,7 @@ def make_job_output(root):
                                    "frames": FRAMES, "objects": len(video.objects), "low_confidence_frames": 2}])
     (out / "review").mkdir()
     (out / "review" / "clip.json").write_text(json.dumps({"items": [
-        {"video_id": "clip", "frame_index": 4, "object_id": 1, "reason": "low_score", "score": 0.31},
+        {"video_id": "clip", "frame_index": 5, "object_id": 2, "reason": "low_score", "score": 0.31},
         {"video_id": "clip", "frame_index": 2, "object_id": 1, "reason": "area_jump", "score": 0.55}]}))
     return video, row, out
 

@@ -55,6 +55,18 @@ async function guard(fn) {
 // -- drawing -------------------------------------------------------------------------------------
 function sizeCanvases(w, h) {
   for (const id of ["frame-canvas", "mask-layer", "marks"]) { $(id).width = w; $(id).height = h; }
+  fit();
+}
+
+// show the frame as large as the stage allows (pixels stay square and crisp); the canvases keep
+// the original resolution, so masks and clicks stay in original pixels
+function fit() {
+  if (!S.width) return;
+  const st = $("stage");
+  S.scale = Math.max(0.05, Math.min((st.clientWidth - 8) / S.width, (st.clientHeight - 8) / S.height));
+  for (const id of ["frame-canvas", "mask-layer", "marks"]) {
+    $(id).style.width = `${S.width * S.scale}px`; $(id).style.height = `${S.height * S.scale}px`;
+  }
 }
 
 function maskCanvas(rle, color) {
@@ -106,18 +118,18 @@ async function render() {
 function drawMarks(dragBox) {
   const ctx = $("marks").getContext("2d");
   ctx.clearRect(0, 0, S.width, S.height);
-  const r = Math.max(3, Math.round(Math.max(S.width, S.height) / 120));
+  const r = 5 / (S.scale || 1);  // about 5 screen pixels
   for (const [key, c] of Object.entries(S.clicks)) {
     const [f, o] = key.split(":").map(Number);
     if (f !== S.frame) continue;
     c.points.forEach(([x, y], i) => {
       ctx.beginPath(); ctx.arc(x, y, r, 0, 2 * Math.PI);
       ctx.fillStyle = c.labels[i] ? "#00e676" : "#ff1744"; ctx.fill();
-      ctx.lineWidth = 1; ctx.strokeStyle = "#000"; ctx.stroke();
+      ctx.lineWidth = r / 4; ctx.strokeStyle = "#000"; ctx.stroke();
     });
-    if (c.box) { ctx.strokeStyle = `rgb(${color(o)})`; ctx.lineWidth = 2; ctx.strokeRect(c.box[0], c.box[1], c.box[2] - c.box[0], c.box[3] - c.box[1]); }
+    if (c.box) { ctx.strokeStyle = `rgb(${color(o)})`; ctx.lineWidth = r / 2; ctx.strokeRect(c.box[0], c.box[1], c.box[2] - c.box[0], c.box[3] - c.box[1]); }
   }
-  if (dragBox) { ctx.setLineDash([4, 3]); ctx.strokeStyle = "#fff"; ctx.strokeRect(...dragBox); ctx.setLineDash([]); }
+  if (dragBox) { ctx.lineWidth = r / 3; ctx.setLineDash([4 * r / 5, 3 * r / 5]); ctx.strokeStyle = "#fff"; ctx.strokeRect(...dragBox); ctx.setLineDash([]); }
 }
 
 async function frameBitmap(frame) {
@@ -408,6 +420,7 @@ function init() {
     else if (e.key === "n") guard(() => gotoQueue(S.queueIndex + 1));
     else if (e.key === "p") guard(() => gotoQueue(S.queueIndex - 1));
   });
+  window.addEventListener("resize", fit);
   setObjects([1]);
   api("/ui/api/config").then((c) => { $("model").textContent = "model: " + c.model; }).catch((e) => status(e.message, true));
 }
