@@ -18,9 +18,11 @@ from hqseg_ray.serve.errors import ClientError, NotFound
 QUEUE_LIMIT = 500
 LOW_SCORE = 0.7          # as the status table's low_confidence_frames
 AREA_JUMP = 2.0          # an object's area grows or shrinks by this factor from one labelled frame to the next
-# where the review queue of the bulk job is written (hqseg_ray.export.review, branch i22-exports); the
-# first that exists wins. Without one the page builds a queue from the masks themselves.
-QUEUE_FILES = ("review/{vid}.json", "review/video_id={vid}.json", "review_queue/{vid}.json")
+# where the bulk job writes a video's review queue (hqseg_ray.export.review: {"schema": "hqseg.review",
+# "version": 1, "items": [{frame_index, object_id, label, priority, reasons, score, detail...}]}, sorted
+# by priority). Without one the page builds a queue from the masks themselves.
+QUEUE_FILE = "review/{vid}.json"
+ITEM_KEYS = ("frame_index", "object_id", "label", "priority", "score", "area", "bbox_xywh", "detail")
 
 
 def output_dir(outputs: list[str], index: int) -> str:
@@ -78,27 +80,39 @@ def frame_masks(out: str, video_id: str, frame: int) -> dict:
     """One frame's masks, shaped as a video session's frame (``hqseg_ray.serve.sessions.frame_json``)."""
     import pyarrow.parquet as pq
 
-    table = pq.read_table(masks_path(out, video_id), filters=[("frame_index", "=", int(frame))],
-                          columns=["object_id", "score", "rle_counts", "rle_size", "bbox_xywh", "source", "pts_time"])
+    path = masks_path(out, video_id)
+    columns = ["object_id", "score", "rle_counts", "rle_size", "bbox_xywh", "source", "pts_time"]
+    if "label" in pq.read_schema(path).names:  # masks schema version 2
+        columns.append("label")
+    table = pq.read_table(path, filters=[("frame_index", "=", int(frame))], columns=columns)
     cols = table.to_pydict()
     objects = [{"object_id": int(cols["object_id"][i]), "size": list(cols["rle_size"][i]),
                 "counts": cols["rle_counts"][i], "score": float(cols["score"][i]), "source": cols["source"][i],
-                "bbox_xywh": [float(v) for v in cols["bbox_xywh"][i]]} for i in range(table.num_rows)]
+                "bbox_xywh": [float(v) for v in cols["bbox_xywh"][i]],
+                "label": cols["label"][i] if "label" in cols else None} for i in range(table.num_rows)]
     pts = cols["pts_time"][0] if table.num_rows else None
     return {"frame": int(frame), "pts_time": pts, "objects": sorted(objects, key=lambda o: o["object_id"])}
 
 
 def _queue_file(out: str, video_id: str) -> Optional[list[dict]]:
-    for pattern in QUEUE_FILES:
-        path = os.path.join(out, pattern.format(vid=video_id))
-        if os.path.exists(path):
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
-            items = data.get("items", data) if isinstance(data, dict) else data
-            return [{"video_id": video_id, "frame_index": int(i.get("frame_index", i.get("frame", 0))),
-                     "object_id": i.get("object_id"), "reason": str(i.get("reason", "")),
-                     "score": i.get("score")} for i in items]
-    return None
+    """The job's queue file, items reduced to what the page shows (unknown keys ignored)."""
+    path = os.path.join(out, QUEUE_FILE.format(vid=video_id))
+    if not os.path.exists(path):
+        return None
+    if os.path.getsize(path) > 64 << 20:
+        raise ClientError(f"the review queue of {video_id!r} is over 64 MiB; export it as a task list instead")
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    if not isinstance(data, dict) or data.get("schema", "hqseg.review") != "hqseg.review" \
+            or int(data.get("version", 1)) > 1:
+        raise ClientError(f"review/{video_id}.json is not an hqseg.review file of version 1; upgrade the server")
+    items = []
+    for i in data.get("items", []):
+        item = {k: i.get(k) for k in ITEM_KEYS}
+        item["video_id"] = video_id
+        item["reason"] = ",".join(i.get("reasons") or []) or str(i.get("reason", ""))
+        items.append(item)
+    return items
 
 
 def masks_queue(out: str, video_id: str) -> list[dict]:

@@ -68,6 +68,28 @@ def test_output_listing_masks_and_queue(ui_app):
     assert all(o["size"] == list(ui_app["size"]) for o in m["objects"])
     q = c.get(f"/ui/api/outputs/0/videos/{vid}/queue").json()
     assert q["source"] == "job" and [i["frame_index"] for i in q["items"]] == [5, 2]
+    assert q["items"][0]["reason"] == "low_score,score_drop" and q["items"][0]["label"] == "kite"
+    assert "future_key" not in q["items"][1]
+
+
+def test_queue_from_the_masks_when_the_job_wrote_none(tmp_path):
+    from hqseg_ray.export.parquet import write_video_parquet
+    from hqseg_ray.masks import rle_encode
+    from hqseg_ray.serve.review import masks_queue, review_queue
+    from hqseg_ray.track.types import FrameResult
+
+    def mask(side):
+        m = np.zeros((40, 40), bool)
+        m[:side, :side] = True
+        return rle_encode(m)
+
+    # object 1: 10x10 on frames 0-1, 20x20 on frame 2 (area x4); object 2 scored 0.4 on frame 1
+    frames = [FrameResult(f, [1, 2], [mask(20 if f == 2 else 10), mask(5)], [0.9, 0.4 if f == 1 else 0.95],
+                          ["track", "track"], 0, [0, 0]) for f in range(3)]
+    write_video_parquet(frames, tmp_path, "v")
+    items = masks_queue(str(tmp_path), "v")
+    assert [(i["frame_index"], i["object_id"], i["reason"]) for i in items] == [(1, 2, "low_score"), (2, 1, "area_jump")]
+    assert review_queue(str(tmp_path), "v")["source"] == "masks"
 
 
 @pytest.mark.parametrize("path,status", [

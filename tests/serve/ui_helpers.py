@@ -33,9 +33,12 @@ def make_job_output(root):
     write_status_table(str(out), [{"video_id": "clip", "video": row["video"], "status": "ok", "error": "",
                                    "frames": FRAMES, "objects": len(video.objects), "low_confidence_frames": 2}])
     (out / "review").mkdir()
-    (out / "review" / "clip.json").write_text(json.dumps({"items": [
-        {"video_id": "clip", "frame_index": 5, "object_id": 2, "reason": "low_score", "score": 0.31},
-        {"video_id": "clip", "frame_index": 2, "object_id": 1, "reason": "area_jump", "score": 0.55}]}))
+    # the queue file as hqseg_ray.export.review writes it (schema hqseg.review v1, items by priority)
+    (out / "review" / "clip.json").write_text(json.dumps({"schema": "hqseg.review", "version": 1, "items": [
+        {"rank": 1, "video_id": "clip", "frame_index": 5, "object_id": 2, "label": "kite", "priority": 0.9,
+         "reasons": ["low_score", "score_drop"], "score": 0.31, "detail": "score 0.31 < 0.7"},
+        {"rank": 2, "video_id": "clip", "frame_index": 2, "object_id": 1, "label": None, "priority": 0.5,
+         "reasons": ["area_jump"], "score": 0.55, "detail": "area x2.4", "future_key": 1}]}))
     return video, row, out
 
 

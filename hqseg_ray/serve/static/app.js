@@ -42,6 +42,8 @@ async function api(path, opts = {}) {
   } finally { S.pending--; }
 }
 
+function esc(text) { return String(text).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`); }
+
 function status(msg, isError = false) {
   $("status").textContent = msg;
   $("status").classList.toggle("error", isError);
@@ -146,7 +148,7 @@ function setObjects(ids) {
   S.objectIds = [...new Set(ids)].sort((a, b) => a - b);
   if (!S.objectIds.length) S.objectIds = [1];
   if (!S.objectIds.includes(S.objectId)) S.objectId = S.objectIds[0];
-  $("object").innerHTML = S.objectIds.map((o) => `<option value="${o}">object ${o}${S.labels[o] ? " (" + S.labels[o] + ")" : ""}</option>`).join("");
+  $("object").innerHTML = S.objectIds.map((o) => `<option value="${o}">object ${o}${S.labels[o] ? " (" + esc(S.labels[o]) + ")" : ""}</option>`).join("");
   $("object").value = S.objectId;
   $("label").value = S.labels[S.objectId] || "";
 }
@@ -303,7 +305,7 @@ async function propagate() {
 // -- review a job's output -----------------------------------------------------------------------
 async function loadOutputs() {
   const cfg = await api("/ui/api/config");
-  $("output").innerHTML = cfg.review_outputs.map((name, i) => `<option value="${i}">${name}</option>`).join("");
+  $("output").innerHTML = cfg.review_outputs.map((name, i) => `<option value="${i}">${esc(name)}</option>`).join("");
   if (!cfg.review_outputs.length) return status("this server has no review outputs (serve.review_outputs)", true);
   await loadVideos();
 }
@@ -311,7 +313,7 @@ async function loadOutputs() {
 async function loadVideos() {
   const out = await api(`/ui/api/outputs/${$("output").value}/videos`);
   $("review-video").innerHTML = out.videos.map((v) =>
-    `<option value="${v.video_id}" data-uri="${v.uri || ""}" ${v.status !== "ok" ? "disabled" : ""}>${v.video_id} (${v.status}, ${v.low_confidence_frames ?? 0} low)</option>`).join("");
+    `<option value="${esc(v.video_id)}" data-uri="${esc(v.uri || "")}" ${v.status !== "ok" ? "disabled" : ""}>${esc(v.video_id)} (${esc(v.status)}, ${v.low_confidence_frames ?? 0} low)</option>`).join("");
 }
 
 async function openReview() {
@@ -323,9 +325,10 @@ async function openReview() {
   const sess = await api("/v1/videos", {method: "POST", json: {uri: opt.dataset.uri}});
   const q = await api(`/ui/api/outputs/${S.output}/videos/${S.videoId}/queue`);
   S.queue = q.items;
+  for (const it of q.items) if (it.label && it.object_id != null) S.labels[it.object_id] = it.label;
   $("queue-source").textContent = `(${q.total}, from the ${q.source})`;
   $("queue").innerHTML = q.items.map((it, i) =>
-    `<li data-i="${i}">frame ${it.frame_index}, object ${it.object_id ?? "-"}: ${it.reason}${it.score != null ? " " + Number(it.score).toFixed(2) : ""}</li>`).join("");
+    `<li data-i="${i}" title="${esc(it.detail || "")}">frame ${it.frame_index}, object ${it.object_id ?? "-"}${it.label ? " (" + esc(it.label) + ")" : ""}: ${esc(it.reason)}${it.score != null ? " " + Number(it.score).toFixed(2) : ""}</li>`).join("");
   const saved = await api(`/ui/api/outputs/${S.output}/videos/${S.videoId}/corrections`);
   showSaved(saved.prompts);
   await openSession(sess);
