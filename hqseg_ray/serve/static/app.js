@@ -79,7 +79,12 @@ function maskCanvas(rle, color) {
   const ctx = c.getContext("2d");
   const img = ctx.createImageData(w, h);
   for (let i = 0; i < bits.length; i++) {
-    if (bits[i]) { img.data.set(color, 4 * i); img.data[4 * i + 3] = 140; }
+    if (!bits[i]) continue;
+    const x = i % w, y = (i - x) / w;
+    // the mask's own border pixels opaque, the inside translucent: shapes stay visible on any colour
+    const edge = x === 0 || y === 0 || x === w - 1 || y === h - 1 || !bits[i - 1] || !bits[i + 1] || !bits[i - w] || !bits[i + w];
+    img.data.set(color, 4 * i);
+    img.data[4 * i + 3] = edge ? 255 : 120;
   }
   ctx.putImageData(img, 0, 0);
   return c;
@@ -343,6 +348,7 @@ async function loadJobMasks(frame) {
   if (S.mode !== "review" || S.results[frame]) return;
   const m = await api(`/ui/api/outputs/${S.output}/videos/${S.videoId}/frames/${frame}/masks`);
   S.results[frame] = m.objects;
+  for (const o of m.objects) if (o.label && !S.labels[o.object_id]) S.labels[o.object_id] = o.label;
 }
 
 async function gotoQueue(i) {
