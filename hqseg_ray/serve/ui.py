@@ -33,8 +33,9 @@ from hqseg_ray.serve import review
 from hqseg_ray.serve.errors import ClientError, NotFound, PayloadTooLarge
 
 router = APIRouter(prefix="/ui", tags=["review page"])
-STATIC = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
-          "rle.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8"}
+_JS = "text/javascript; charset=utf-8"
+STATIC = {"index.html": "text/html; charset=utf-8", "app.js": _JS, "review.js": _JS, "rle.js": _JS,
+          "app.css": "text/css; charset=utf-8"}
 
 
 def static_file(name: str) -> bytes:

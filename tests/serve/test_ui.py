@@ -19,7 +19,7 @@ def test_page_is_served_same_origin_without_a_cdn(client):
     page = client.get("/ui/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert 'src="static/app.js"' in page.text and "http" not in page.text.split("<body", 1)[1].lower()
-    for name, ctype in (("app.js", "text/javascript"), ("rle.js", "text/javascript"), ("app.css", "text/css")):
+    for name, ctype in (("app.js", "text/javascript"), ("rle.js", "text/javascript"), ("review.js", "text/javascript"), ("app.css", "text/css")):
         r = client.get(f"/ui/static/{name}")
         assert r.status_code == 200 and r.headers["content-type"].startswith(ctype), name
         assert "://" not in r.text.replace("file://", ""), f"{name} loads something from elsewhere"
