@@ -64,12 +64,14 @@ class LabelCommand:
                        "prompts and label the corrected videos again (same as --set input.corrections=JSONL)")
         _add_ray_args(p)
 
-    def run(self, args: argparse.Namespace) -> int:
+    def config(self, args: argparse.Namespace):
         from hqseg_ray.config import load_job_config
 
         overrides = list(args.overrides) + ([f"input.corrections={args.corrections}"] if args.corrections else [])
-        config = load_job_config(args.config, overrides)
-        return run_label(config, args.address, not args.no_progress)
+        return load_job_config(args.config, overrides)
+
+    def run(self, args: argparse.Namespace) -> int:
+        return run_label(self.config(args), args.address, not args.no_progress)
 
 
 def run_label(config, address=None, progress=True) -> int:

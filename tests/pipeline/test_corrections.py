@@ -74,6 +74,17 @@ def test_corrections_do_not_change_the_config_hash():
     assert plain.config_hash() == corrected.config_hash()
 
 
+def test_label_command_corrections_flag(tmp_path):
+    from hqseg_ray.cli import build_parser
+    from hqseg_ray.pipeline.cli import LabelCommand
+
+    demo = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "label-demo.yaml")
+    args = build_parser("label").parse_args(["label", demo, "--corrections", str(tmp_path / "c.jsonl")])
+    assert LabelCommand().config(args).input.corrections == str(tmp_path / "c.jsonl")
+    args = build_parser("label").parse_args(["label", demo])
+    assert LabelCommand().config(args).input.corrections is None
+
+
 # -- the round trip on Ray ----------------------------------------------------------------------------
 @pytest.mark.ray
 @pytest.mark.e2e
