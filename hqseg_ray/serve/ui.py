@@ -22,7 +22,6 @@ import asyncio
 import io
 import os
 from importlib import resources
-from typing import Optional
 
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, RedirectResponse, Response

@@ -54,8 +54,8 @@ def test_append_is_bounded(tmp_path):
 
 
 def test_apply_to_rows_flags_only_changed_videos():
-    rows = [{"video_id": v, "video": f"{v}.mp4", "prompts_json": json.dumps([{"object_id": 1, "frame": 0, "box": [1, 1, 9, 9]}])}
-            for v in ("a", "b")]
+    first = json.dumps([{"object_id": 1, "frame": 0, "box": [1, 1, 9, 9]}])
+    rows = [{"video_id": v, "video": f"{v}.mp4", "prompts_json": first} for v in ("a", "b")]
     corr = {"a": [P(object_id=1, frame=3, box=[2, 2, 6, 6])], "zz": [P(object_id=1, frame=0, box=[1, 1, 2, 2])]}
     pending, unknown = apply_to_rows(rows, corr, applied={})
     assert pending == {"a": digest(corr["a"])} and unknown == ["zz"]
@@ -125,7 +125,8 @@ def test_rerun_picks_up_corrections_and_redoes_only_that_video(tmp_path):
         on6 = {r["object_id"]: r["source"] for r in rows if r["frame_index"] == 6}
         assert on6.get(9) == "prompt", on6  # the correction became a seed of the rerun
         assert any(r["object_id"] == 9 and r["frame_index"] != 6 for r in rows)  # ...and was tracked from it
-        assert json.loads((out / "corrections.applied.json").read_text()) == {a: digest([P(object_id=9, frame=6, box=box)])}
+        ledger = json.loads((out / "corrections.applied.json").read_text())
+        assert ledger == {a: digest([P(object_id=9, frame=6, box=box)])}
 
         third = run_job(corrected, progress=False)  # nothing changed since: everything resumes
         assert (third.ok, third.skipped) == (0, 2), third.text()

@@ -19,7 +19,8 @@ def test_page_is_served_same_origin_without_a_cdn(client):
     page = client.get("/ui/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert 'src="static/app.js"' in page.text and "http" not in page.text.split("<body", 1)[1].lower()
-    for name, ctype in (("app.js", "text/javascript"), ("rle.js", "text/javascript"), ("review.js", "text/javascript"), ("app.css", "text/css")):
+    js = "text/javascript"
+    for name, ctype in (("app.js", js), ("rle.js", js), ("review.js", js), ("app.css", "text/css")):
         r = client.get(f"/ui/static/{name}")
         assert r.status_code == 200 and r.headers["content-type"].startswith(ctype), name
         assert "://" not in r.text.replace("file://", ""), f"{name} loads something from elsewhere"
@@ -88,7 +89,8 @@ def test_queue_from_the_masks_when_the_job_wrote_none(tmp_path):
                           ["track", "track"], 0, [0, 0]) for f in range(3)]
     write_video_parquet(frames, tmp_path, "v")
     items = masks_queue(str(tmp_path), "v")
-    assert [(i["frame_index"], i["object_id"], i["reason"]) for i in items] == [(1, 2, "low_score"), (2, 1, "area_jump")]
+    got = [(i["frame_index"], i["object_id"], i["reason"]) for i in items]
+    assert got == [(1, 2, "low_score"), (2, 1, "area_jump")]
     assert review_queue(str(tmp_path), "v")["source"] == "masks"
 
 

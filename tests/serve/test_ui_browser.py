@@ -244,7 +244,8 @@ def test_review_queue_correction_round_trip(browser, ui_app, shots):
         assert lines[-1]["video_id"] == "clip"
         (saved,) = lines[-1]["prompts"]
         (px, py), = saved.pop("points")
-        assert saved == {"object_id": 1, "frame": 2, "labels": [1]} and abs(px - x - 0.5) <= 2 and abs(py - y - 0.5) <= 2
+        assert saved == {"object_id": 1, "frame": 2, "labels": [1]}
+        assert abs(px - x - 0.5) <= 2 and abs(py - y - 0.5) <= 2
     finally:
         sid = browser.execute_script("return window.hqseg.session && window.hqseg.session.session_id")
         if sid:
