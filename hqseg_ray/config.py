@@ -161,6 +161,10 @@ class ServeConfig(_Strict):
     allowed_uri_prefixes: list[str] = Field(
         default_factory=list, description="URIs a client may ask the server to read (file:///data/, "
         "s3://bucket/clips/, https://host/path/); anything else is refused. Empty: no URIs.")
+    review_outputs: list[str] = Field(
+        default_factory=list, description="Bulk-job output folders (local paths) the review page (/ui/) may "
+        "open: read their masks, status table and review queue, and append reviewers' corrections to "
+        "their corrections.jsonl. Clients name them by position, never by path. Empty: review mode off.")
     max_sessions: int = Field(8, ge=1, description="Most open video sessions.")
     session_max_bytes: int = Field(
         1 << 30, ge=1, description="Total bytes of all video sessions (frames plus results).")
@@ -535,6 +539,10 @@ class InputConfig(_Strict):
         False, description="Label every row in automatic mode (discover objects), prompts or not. Rows "
         "without prompts are labelled automatically when this or auto.enabled is set; otherwise they fail "
         "with a clear error.")
+    corrections: Optional[str] = Field(
+        None, description="A corrections JSONL saved by the review page (OUTPUT/corrections.jsonl): its "
+        "prompts are merged into the manifest's (a correction replaces the prompt of the same object and "
+        "frame), and each video whose corrections changed since the last run is labelled again. Local path.")
 
 
 class ComputeConfig(_Strict):
@@ -615,6 +623,7 @@ class JobConfig(_Strict):
         keep["model"].pop("device", None)
         keep["model"].pop("cache_dir", None)
         keep["input"].pop("manifest", None)
+        keep["input"].pop("corrections", None)  # corrected videos are redone by their own ledger
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
 

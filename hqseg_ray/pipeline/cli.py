@@ -59,13 +59,19 @@ class LabelCommand:
         p.add_argument("config", help="job YAML (see configs/label-demo.yaml)")
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config value by its dotted key, e.g. --set output.path=out (repeatable)")
+        p.add_argument("--corrections", metavar="JSONL", default=None,
+                       help="merge a review page's corrections (OUT/corrections.jsonl) into the manifest's "
+                       "prompts and label the corrected videos again (same as --set input.corrections=JSONL)")
         _add_ray_args(p)
 
-    def run(self, args: argparse.Namespace) -> int:
+    def config(self, args: argparse.Namespace):
         from hqseg_ray.config import load_job_config
 
-        config = load_job_config(args.config, args.overrides)
-        return run_label(config, args.address, not args.no_progress)
+        overrides = list(args.overrides) + ([f"input.corrections={args.corrections}"] if args.corrections else [])
+        return load_job_config(args.config, overrides)
+
+    def run(self, args: argparse.Namespace) -> int:
+        return run_label(self.config(args), args.address, not args.no_progress)
 
 
 def run_label(config, address=None, progress=True) -> int:

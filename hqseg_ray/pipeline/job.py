@@ -111,7 +111,7 @@ def resume_filter(config: JobConfig, rows: list[dict], previous: dict[str, dict]
     todo, skipped = [], []
     chash = config.config_hash()
     for row in rows:
-        if config.output.overwrite or row.get("duplicate"):
+        if config.output.overwrite or row.get("duplicate") or row.get("redo"):
             todo.append(row)
             continue
         try:
@@ -132,6 +132,21 @@ def resume_filter(config: JobConfig, rows: list[dict], previous: dict[str, dict]
     return todo, skipped
 
 
+def _apply_corrections(config: JobConfig, rows: list[dict]) -> dict[str, str]:
+    """Merge ``input.corrections`` into the rows; video id -> digest of those to label again."""
+    if not config.input.corrections:
+        return {}
+    from hqseg_ray.corrections import apply_to_rows, read_applied, read_corrections
+
+    pending, unknown = apply_to_rows(rows, read_corrections(config.input.corrections),
+                                     read_applied(config.output.path))
+    if unknown:
+        logger.warning("corrections for %d video(s) not in the manifest, ignored: %s", len(unknown), unknown[:10])
+    logger.info("corrections: %d video(s) corrected since the last run, labelled again: %s",
+                len(pending), sorted(pending)[:10])
+    return pending
+
+
 def run_job(config: JobConfig, job_id: Optional[str] = None, progress: bool = True) -> JobSummary:
     """Run a labeling job on the Ray cluster this process is connected to."""
     import ray
@@ -143,6 +158,7 @@ def run_job(config: JobConfig, job_id: Optional[str] = None, progress: bool = Tr
     os.makedirs(os.path.join(out, "masks"), exist_ok=True)
     rows = manifest_rows(config)
     previous = read_status_table(out)
+    corrected = _apply_corrections(config, rows)
     todo, skipped = resume_filter(config, rows, previous)
     logger.info("job: %d videos in the manifest, %d already done, %d to label", len(rows), len(skipped), len(todo))
     statuses: dict[str, dict] = {s["video_id"]: s for s in skipped}
@@ -172,6 +188,12 @@ def run_job(config: JobConfig, job_id: Optional[str] = None, progress: bool = Tr
     for vid, prev in previous.items():
         statuses.setdefault(vid, prev)
     write_status_table(out, list(statuses.values()))
+    if corrected:
+        from hqseg_ray.corrections import read_applied, write_applied
+
+        applied = read_applied(out)
+        applied.update({v: d for v, d in corrected.items() if (statuses.get(v) or {}).get("status") == "ok"})
+        write_applied(out, applied)
     summary = JobSummary(output=out, skipped=len(skipped), wall_s=time.monotonic() - t0)
     manifest_ids = {r["video_id"] for r in rows}
     skipped_ids = {k["video_id"] for k in skipped}

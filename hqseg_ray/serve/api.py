@@ -28,6 +28,8 @@ from hqseg_ray.serve.security import Guard, configure as configure_security
 from hqseg_ray.serve.schemas import (ImageIn, ImageOut, OneShotRequest, SegmentOut, SegmentRequest, VideoIn,
                                      VideoPromptsIn, to_prompts)
 from hqseg_ray.serve.sessions import SessionStore
+from hqseg_ray.serve.ui import ReviewPage
+from hqseg_ray.serve.ui import router as ui_router
 from hqseg_ray.serve.uris import read_uri
 
 logger = logging.getLogger(__name__)
@@ -41,6 +43,7 @@ app = FastAPI(title="hqseg-ray", version="1",
 # CORS, API keys and per-route body caps, before anything reads the body (see security.py; the
 # replica installs its settings in HQSegAPI.__init__)
 app.add_middleware(Guard)
+app.include_router(ui_router)  # the review page, /ui/ (its routes are methods of ReviewPage, below)
 
 
 # Serve pickles `app` (and these functions with it) when the class is decorated, so module globals
@@ -162,7 +165,7 @@ def _new_id(prefix: str) -> str:
 
 @serve.deployment(name="HQSegAPI", max_ongoing_requests=64)
 @serve.ingress(app)
-class HQSegAPI:
+class HQSegAPI(ReviewPage):
     def __init__(self, engine, serve_config: dict, tracking_config: Optional[dict] = None) -> None:
         self.engine = engine
         self.cfg = ServeConfig.model_validate(serve_config or {})

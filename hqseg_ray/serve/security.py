@@ -23,7 +23,22 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
 UPLOAD_ROUTES = ("/v1/images", "/v1/segment", "/v1/videos")
-OPEN_ROUTES = ("/healthz",)
+# the review page's shell and its static assets carry no data (a browser cannot send a header
+# when it navigates); the page sends the key itself on every /ui/api and /v1 call
+OPEN_ROUTES = ("/healthz", "/ui", "/ui/")
+OPEN_PREFIXES = ("/ui/static/",)
+
+
+def _open(path: str) -> bool:
+    """True for a route that needs no API key: one of OPEN_ROUTES, or a single file name (no
+    further ``/``, no dot segment) right under one of OPEN_PREFIXES."""
+    if path in OPEN_ROUTES:
+        return True
+    for prefix in OPEN_PREFIXES:
+        rest = path[len(prefix):] if path.startswith(prefix) else None
+        if rest and "/" not in rest and rest not in (".", ".."):
+            return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -124,7 +139,7 @@ class Guard:
         if root and path.startswith(root):
             path = path[len(root):] or "/"
         headers = dict(scope.get("headers") or [])
-        if settings.api_keys and path not in OPEN_ROUTES:
+        if settings.api_keys and not _open(path):
             auth = headers.get(b"authorization", b"").decode("latin-1")
             given = auth[7:].strip() if auth[:7].lower() == "bearer " else headers.get(b"x-api-key", b"").decode("latin-1")
             if not given or not settings.key_ok(given):

@@ -119,3 +119,6 @@ def server(model_config, allowed_dir, tmp_path_factory):
 def client(server):
     with httpx.Client(base_url=server, timeout=60) as c:
         yield c
+
+
+from tests.serve.ui_helpers import ui_app  # noqa: E402,F401 -- the review page's toy application

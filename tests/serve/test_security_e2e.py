@@ -192,6 +192,12 @@ def test_api_key_auth_on_a_running_app(keyed_app):
     with httpx.Client(base_url=keyed_app, timeout=60) as c:
         assert c.get("/healthz").status_code == 200  # no key needed to probe health
         assert c.get("/v1/stats").status_code == 401
+        # the review page's shell and assets load without a key (a browser navigating sends none);
+        # its data routes do not
+        assert c.get("/ui/").status_code == 200
+        assert c.get("/ui/static/app.js").status_code == 200
+        assert c.get("/ui/api/config").status_code == 401
+        assert c.get("/ui/static/../api/config").status_code in (401, 404)
         assert c.post("/v1/images", files={"image": ("a.png", png_bytes(scene(1)), "image/png")}).status_code == 401
         assert c.get("/v1/stats", headers={"authorization": "Bearer wrong"}).status_code == 401
         r = c.get("/v1/stats", headers={"authorization": "Bearer secret-key-1"})

@@ -492,3 +492,12 @@ def test_oversized_json_lists_are_refused_before_parsing():
     assert validated == []
     ok = b'{"image": "data:image/png;base64,AAAA", "prompts": [{"points": [[1, 1], [2, 2]], "labels": [1, 0]}]}'
     assert asyncio.run(inputs.read_json(_request(ok, "application/json"), Spy, inputs.json_element_budget(cfg)))
+
+
+def test_only_the_review_pages_shell_and_assets_are_open():
+    from hqseg_ray.serve.security import _open
+
+    assert _open("/healthz") and _open("/ui/") and _open("/ui") and _open("/ui/static/app.js")
+    for path in ("/ui/api/config", "/ui/static/../api/config", "/ui/static/a/b", "/ui/static/",
+                 "/ui/static/..", "/v1/stats", "/docs", "/openapi.json"):
+        assert not _open(path), path
