@@ -213,6 +213,12 @@ class Store:
         self._put(self.path(key), data)
         return True
 
+    def makedirs(self, key: str = "") -> None:
+        """Create a folder on a local disk; nothing on object stores (keys need no folders, and
+        pyarrow would create zero-byte marker objects)."""
+        if self.local:
+            os.makedirs(self.path(key), exist_ok=True)
+
     def delete(self, key: str) -> bool:
         """Remove one file/object; False when it was not there. (On S3 pyarrow then keeps the
         folder as a zero-byte ``folder/`` marker object when it was the folder's last object.)"""
