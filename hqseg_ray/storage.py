@@ -277,7 +277,19 @@ class Store:
     # -- checks --------------------------------------------------------------------------------
     def check_writable(self) -> None:
         """Create, read back and delete a probe object under the root; raises StorageError naming
-        the location and the failing step."""
+        the location and the failing step. A local folder that does not exist yet is not created:
+        the probe goes to its nearest existing parent folder (where the job will create it)."""
+        if self.local and not os.path.isdir(self.base):
+            parent = self.base
+            while not os.path.isdir(parent) and os.path.dirname(parent) != parent:
+                if os.path.exists(parent):
+                    raise StorageError(f"output location {self.uri!r} is not writable: {parent!r} is a file")
+                parent = os.path.dirname(parent)
+            try:
+                Store(parent).check_writable()
+            except StorageError as exc:
+                raise StorageError(f"output location {self.uri!r} cannot be created: {exc}") from exc
+            return
         key = f"_hqseg_probe_{uuid.uuid4().hex[:12]}"
         step = "write"
         try:

@@ -5,6 +5,7 @@ prefix. The endpoint and credentials are passed the way users pass them, through
 AWS environment variables, which pyarrow (and every Ray worker started after them) reads.
 """
 
+import logging
 import os
 import socket
 import uuid
@@ -54,6 +55,7 @@ def s3_server():
     pytest.importorskip("moto", reason="moto[server] (dev extra) is needed for the S3 tests")
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one log line per request otherwise
     port = _free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()

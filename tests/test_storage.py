@@ -59,8 +59,11 @@ def test_check_writable_creates_and_deletes_a_probe(s3_server, tmp_path):
     prefix = s3_server.prefix()
     open_store(s3_server.url(prefix)).check_writable()
     assert [k for k in s3_server.keys(prefix) if not k.endswith("/")] == []
-    open_store(str(tmp_path / "new")).check_writable()
-    assert os.listdir(tmp_path / "new") == []
+    open_store(str(tmp_path / "new" / "out")).check_writable()
+    assert not (tmp_path / "new").exists()       # a folder to be created is probed in its parent, not made
+    (tmp_path / "there").mkdir()
+    open_store(str(tmp_path / "there")).check_writable()
+    assert os.listdir(tmp_path / "there") == []
     with pytest.raises(StorageError, match="no-such-bucket.*not writable"):
         open_store("s3://no-such-bucket/x").check_writable()
     ro = tmp_path / "ro"
