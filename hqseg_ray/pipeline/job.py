@@ -138,8 +138,9 @@ def sweep_temp_files(store) -> int:
     return n
 
 
-def _run_pass(config: JobConfig, rows: list[dict], job_id: str, progress: bool) -> dict[str, dict]:
-    """One Ray Data run over ``rows``; returns ``{video_id: status}`` of the videos that finished."""
+def _run_pass(config: JobConfig, rows: list[dict], job_id: str, progress: bool, out: dict[str, dict]) -> None:
+    """One Ray Data run over ``rows``; adds ``{video_id: status}`` of each finished video to ``out``
+    as it arrives (so a pass that dies midway keeps what it finished)."""
     import ray
 
     from hqseg_ray.pipeline.build import build_pipeline
@@ -149,7 +150,6 @@ def _run_pass(config: JobConfig, rows: list[dict], job_id: str, progress: bool) 
         from hqseg_ray.pipeline.relay import start_relay
 
         relay = start_relay(job_id)
-    out: dict[str, dict] = {}
     try:
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = progress
@@ -161,7 +161,6 @@ def _run_pass(config: JobConfig, rows: list[dict], job_id: str, progress: bool) 
     finally:
         if relay is not None:
             ray.kill(relay)
-    return out
 
 
 def run_job(config: JobConfig, job_id: Optional[str] = None, progress: bool = True) -> JobSummary:
@@ -188,7 +187,13 @@ def run_job(config: JobConfig, job_id: Optional[str] = None, progress: bool = Tr
         statuses: dict[str, dict] = {s["video_id"]: s for s in skipped}
         pending, attempt = todo, 0
         while pending:
-            statuses.update(_run_pass(config, pending, job_id if attempt == 0 else f"{job_id}-r{attempt}", progress))
+            try:
+                _run_pass(config, pending, job_id if attempt == 0 else f"{job_id}-r{attempt}", progress, statuses)
+            except Exception as exc:  # noqa: BLE001 -- e.g. an actor that Ray gave up restarting
+                if attempt >= LOST_VIDEO_RETRIES:
+                    raise
+                logger.warning("job: the pipeline stopped (%s: %s); unfinished videos run again",
+                               exc.__class__.__name__, exc)
             pending = [r for r in pending if r["video_id"] not in statuses]
             if pending and attempt < LOST_VIDEO_RETRIES:
                 attempt += 1

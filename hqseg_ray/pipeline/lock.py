@@ -9,7 +9,8 @@ longer runs (a driver killed here).
 
 On a local disk the lock is created with ``O_EXCL`` (atomic). pyarrow offers no conditional PUT
 for object stores, so there the lock is written, then read back after ``CONFIRM_S``: of two jobs
-racing for a free lock, the one whose write came last wins and the other refuses.
+racing for a free lock, the one whose write came last wins and the other refuses. Taking over a
+stale lock is confirmed the same way on every store.
 """
 
 from __future__ import annotations
@@ -97,7 +98,9 @@ class OutputLock:
             f"gone, delete {self.store.url(LOCK_KEY)!r}")
 
     def acquire(self) -> None:
+        confirm = not self.store.local  # no conditional PUT on object stores
         if not self.store.create_exclusive(LOCK_KEY, self._body()):
+            confirm = True  # taking over is a read then a write, on any store
             lock = self.read()
             if lock is not None:
                 reason = self.stale_reason(lock)
@@ -106,7 +109,7 @@ class OutputLock:
                 logger.warning("output %r: taking over a stale lock of %s (%s)", self.store.uri,
                                lock.get("owner"), reason)
             self.store.write_bytes(LOCK_KEY, self._body())
-        if not self.store.local:  # no conditional PUT: confirm that our write is the one that stayed
+        if confirm:  # our write must be the one that stayed
             time.sleep(CONFIRM_S)
             lock = self.read() or {}
             if lock.get("token") != self.token:
