@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import socket
 import statistics
 import tempfile
@@ -80,6 +81,7 @@ def main(argv=None) -> int:
     finally:
         stop_ray()
         server.stop()
+        shutil.rmtree(root, ignore_errors=True)
     med = {k: statistics.median(v) for k, v in times.items()}
     print(f"\n{args.videos} videos x {args.frames} frames, toy model, {args.cpus} CPUs, S3 = moto on {endpoint}")
     print("| output | wall s (each run) | median s |")
