@@ -583,13 +583,20 @@ class SegmentConfig(_Strict):
 class OutputConfig(_Strict):
     """What the job writes."""
 
-    path: str = Field("hqseg-out", description="Output directory: masks/video_id=<id>/*.parquet and videos.parquet.")
+    path: str = Field("hqseg-out", description="Output location: masks/video_id=<id>/*.parquet and videos.parquet "
+                                               "(a local path, file://, s3://, gs:// or an fsspec URL).")
     formats: list[Literal["coco", "ytvis", "davis", "overlay"]] = Field(
         default_factory=list, description="Extra exports written after the job from the Parquet output.")
     overwrite: bool = Field(
         False, description="Redo videos already written with the same config hash (default: skip them — resume).")
     fail_on_error: bool = Field(
         False, description="Exit non-zero (after finishing every other video) when any video failed.")
+    shared: bool = Field(
+        False, description="A local output.path is a filesystem mounted at the same path on every node (NFS, "
+                           "EFS, a ReadWriteMany volume); without it a multi-node cluster refuses a local path.")
+    lock_ttl_s: float = Field(
+        300.0, gt=0, description="The output's lock (_hqseg.lock) expires this long after its owner's last "
+                                 "heartbeat (a killed driver on another machine); heartbeats every ttl/5.")
 
 
 class JobConfig(_Strict):

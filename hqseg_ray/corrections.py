@@ -22,7 +22,6 @@ import datetime as _dt
 import hashlib
 import json
 import os
-import uuid
 from typing import Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -121,40 +120,19 @@ def append_correction(path: str, row: CorrectionRow, max_bytes: int = MAX_FILE_B
 
 # -- the job's side ----------------------------------------------------------------------------------
 
-def _output_store(output: str):
-    """The output's store (``hqseg_ray.storage``: local, s3://, gs://) where that module exists;
-    None: a local folder read and written with ``os`` (this file predates the storage module)."""
-    try:
-        from hqseg_ray.storage import open_store
-    except ImportError:
-        return None
-    return open_store(output)
-
-
 def read_applied(output: str) -> dict[str, str]:
     """The ledger ``OUTPUT/corrections.applied.json``: video id -> digest of the corrections its
-    masks were made with ({} when absent)."""
-    store = _output_store(output)
-    if store is not None:
-        return dict(json.loads(store.read_bytes(APPLIED_FILE))) if store.exists(APPLIED_FILE) else {}
-    path = os.path.join(output, APPLIED_FILE)
-    if not os.path.exists(path):
-        return {}
-    with open(path, encoding="utf-8") as f:
-        return dict(json.load(f))
+    masks were made with ({} when absent). Any output the job writes to (local, s3://, gs://)."""
+    from hqseg_ray.storage import open_store
+
+    store = open_store(output)
+    return dict(json.loads(store.read_bytes(APPLIED_FILE))) if store.exists(APPLIED_FILE) else {}
 
 
 def write_applied(output: str, applied: dict[str, str]) -> None:
-    data = json.dumps(dict(sorted(applied.items())), indent=1).encode()
-    store = _output_store(output)
-    if store is not None:
-        store.write_bytes(APPLIED_FILE, data)
-        return
-    path = os.path.join(output, APPLIED_FILE)
-    tmp = path + f".tmp-{uuid.uuid4().hex[:8]}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    from hqseg_ray.storage import open_store
+
+    open_store(output).write_bytes(APPLIED_FILE, json.dumps(dict(sorted(applied.items())), indent=1).encode())
 
 
 def apply_to_rows(rows: list[dict], corrections: dict[str, list[PromptSpec]],

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from hqseg_ray.cli import main
+from tests.s3 import s3_server  # noqa: F401 -- fixture
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml"))
@@ -63,3 +64,21 @@ def test_builtin_demo_config_equals_configs_file():
     from hqseg_ray.pipeline.cli import demo_config_dict
 
     assert demo_config_dict([]) == yaml.safe_load((ROOT / "configs" / "label-demo.yaml").read_text())
+
+
+def test_validate_probes_the_output_location(s3_server, tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model: {type: toy}\noutput: {path: s3://no-such-bucket/out}\n")
+    assert main(["validate", str(cfg)]) == 1
+    out = capsys.readouterr().out
+    assert "output.path" in out and "no-such-bucket" in out and "not writable" in out
+    prefix = s3_server.prefix()
+    assert main(["validate", str(cfg), "--set", f"output.path={s3_server.url(prefix)}"]) == 0
+    assert "OK" in capsys.readouterr().out
+    assert [k for k in s3_server.keys(prefix) if not k.endswith("/")] == []   # the probe object was deleted
+    new = tmp_path / "not" / "yet"
+    assert main(["validate", str(cfg), "--set", f"output.path={new}"]) == 0
+    assert not (tmp_path / "not").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml"]
+    (tmp_path / "file").write_text("x")
+    assert main(["validate", str(cfg), "--set", f"output.path={tmp_path / 'file' / 'out'}"]) == 1
+    assert "is a file" in capsys.readouterr().out

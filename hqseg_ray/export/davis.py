@@ -9,9 +9,9 @@ palette index); with ``remap=True`` the ids of a video are renumbered 1..K in as
 
 from __future__ import annotations
 
+import io
 import json
 import os
-import shutil
 from typing import Optional, Sequence
 
 import numpy as np
@@ -45,31 +45,31 @@ def palette_values(vm: VideoMasks, remap: bool) -> dict[int, int]:
 
 
 def write_davis_video(vm: VideoMasks, folder: str, remap: bool = False) -> int:
-    """Write one video's PNGs into ``folder`` (replaced as a whole); returns the PNG count."""
+    """Write one video's PNGs into ``folder`` (a path or URI; through hqseg_ray.storage, each file
+    atomically); files of an earlier export that this one does not rewrite are removed at the end.
+    Returns the PNG count."""
     from PIL import Image
 
+    from hqseg_ray.storage import open_store
     from hqseg_ray.synth.dataset import DAVIS_PALETTE
 
-    values = palette_values(vm, remap)
-    tmp = f"{folder}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    try:
-        n = 0
-        for t, objs in vm.frames():
-            im = Image.fromarray(id_map(objs, vm.height, vm.width, values), mode="P")
-            im.putpalette(DAVIS_PALETTE)
-            im.save(os.path.join(tmp, f"{t:05d}.png"))
-            n += 1
-        if remap:
-            with open(os.path.join(tmp, "ids.json"), "w") as f:
-                json.dump({str(v): oid for oid, v in values.items()}, f)
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return n
+    values = palette_values(vm, remap)  # fails before anything is written
+    store = open_store(folder)
+    written = set()
+    for t, objs in vm.frames():
+        im = Image.fromarray(id_map(objs, vm.height, vm.width, values), mode="P")
+        im.putpalette(DAVIS_PALETTE)
+        buf = io.BytesIO()
+        im.save(buf, format="PNG")
+        written.add(f"{t:05d}.png")
+        store.write_bytes(f"{t:05d}.png", buf.getvalue())
+    if remap:
+        written.add("ids.json")
+        store.write_bytes("ids.json", json.dumps({str(v): oid for oid, v in values.items()}).encode())
+    for e in store.list():
+        if not e.is_dir and e.name not in written:
+            store.delete(e.name)
+    return len(written) - bool(remap)
 
 
 class DavisWriter(FormatWriter):

@@ -2,7 +2,9 @@
 
 Everything here reads ``OUTPUT/masks/video_id=<id>/*.parquet`` (one row per frame and object, see
 ``docs/formats.md``) and ``OUTPUT/videos.parquet`` (one status row per video), one video at a
-time: memory holds one video's rows (RLE strings, not masks) and the masks of one frame.
+time: memory holds one video's rows (RLE strings, not masks) and the masks of one frame. OUTPUT
+is any location :mod:`hqseg_ray.storage` reaches (local, ``file://``, ``s3://``, ``gs://``,
+fsspec); every file is read and written through it, atomically.
 
     export_all("out", ["coco", "davis"])            # or: hqseg export out --format coco --format davis
 
@@ -19,7 +21,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import os
 import sys
 import urllib.parse
 from dataclasses import dataclass
@@ -167,18 +168,16 @@ def list_videos(output_dir: str, video_ids: Optional[Sequence[str]] = None) -> t
     Returns ``(refs, problems)``: a requested video that failed in the job or is unknown is a
     problem (a message), not an exception, so that the other videos are still exported.
     """
-    import pyarrow.parquet as pq
+    from hqseg_ray.storage import open_store
 
-    mask_root = os.path.join(output_dir, "masks")
+    store = open_store(output_dir)
     dirs = {}
-    if os.path.isdir(mask_root):
-        for name in sorted(os.listdir(mask_root)):
-            if name.startswith("video_id=") and os.path.isdir(os.path.join(mask_root, name)):
-                dirs[urllib.parse.unquote(name[len("video_id="):])] = os.path.join(mask_root, name)
-    status_path = os.path.join(output_dir, "videos.parquet")
+    for e in store.list("masks"):
+        if e.name.startswith("video_id=") and e.is_dir:
+            dirs[urllib.parse.unquote(e.name[len("video_id="):])] = store.url(f"masks/{e.name}")
     statuses = {}
-    if os.path.exists(status_path):
-        statuses = {r["video_id"]: r for r in pq.read_table(status_path).to_pylist()}
+    if store.exists("videos.parquet"):
+        statuses = {r["video_id"]: r for r in store.read_table("videos.parquet").to_pylist()}
     if not statuses and not dirs:
         raise FileNotFoundError(f"{output_dir!r} holds no videos.parquet and no masks/video_id=*/ folders: "
                                 "is it the output.path of a labeling job?")
@@ -204,8 +203,11 @@ def list_videos(output_dir: str, video_ids: Optional[Sequence[str]] = None) -> t
 
 def _mask_files(mask_dir: str) -> list[str]:
     """The Parquet files of a masks folder (temporary and hidden files skipped)."""
-    return [os.path.join(mask_dir, n) for n in sorted(os.listdir(mask_dir))
-            if n.endswith(".parquet") and not n.startswith((".", "_")) and ".tmp" not in n]
+    from hqseg_ray.storage import open_store
+
+    store = open_store(mask_dir)
+    return [store.url(e.name) for e in store.list()
+            if not e.is_dir and e.name.endswith(".parquet") and not e.name.startswith((".", "_")) and ".tmp" not in e.name]
 
 
 def _file_meta(mask_dir: str) -> dict:
@@ -218,10 +220,11 @@ def _file_meta(mask_dir: str) -> dict:
 def load_video(ref: VideoRef) -> VideoMasks:
     """Read one video's rows (every ``*.parquet`` in its folder; temporary files are skipped)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
+
+    from hqseg_ray.storage import split_uri
 
     files = _mask_files(ref.mask_dir) if ref.mask_dir else []
-    tables = [pq.read_table(f, columns=list(MASK_COLUMNS)) for f in files]
+    tables = [store.read_table(name, columns=list(MASK_COLUMNS)) for store, name in map(split_uri, files)]
     table = pa.concat_tables(tables, promote_options="permissive") if tables else _empty_table()
     return VideoMasks(ref, table)
 
@@ -254,10 +257,19 @@ def collect_errors(problems: list, prefix: str):
 
 
 def write_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    """Write a text file (path or URI) atomically through :mod:`hqseg_ray.storage`."""
+    from hqseg_ray.storage import split_uri
+
+    store, name = split_uri(path)
+    store.write_bytes(name, text.encode())
+
+
+def upload_atomic(path: str, local_file: str) -> None:
+    """Copy a finished local file (e.g. an encoder's MP4) to ``path`` (path or URI) atomically."""
+    from hqseg_ray.storage import split_uri
+
+    store, name = split_uri(path)
+    store.upload_file(name, local_file)
 
 
 class FormatWriter:
@@ -268,7 +280,9 @@ class FormatWriter:
     folder = ""
 
     def open(self) -> None:
-        os.makedirs(self.folder, exist_ok=True)
+        from hqseg_ray.storage import open_store
+
+        open_store(self.folder).makedirs()
 
     def add(self, vm: VideoMasks) -> None:
         raise NotImplementedError

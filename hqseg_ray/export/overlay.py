@@ -10,11 +10,13 @@ objects. Masks whose size differs from the frame's are resized (nearest) to it.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
-from hqseg_ray.export.formats import FormatWriter, VideoMasks, run_writers, safe_name
+from hqseg_ray.export.formats import FormatWriter, VideoMasks, run_writers, safe_name, upload_atomic
 
 
 def _masks_for(vm: VideoMasks, frame_index: int, height: int, width: int) -> tuple[dict, dict]:
@@ -31,7 +33,22 @@ def _masks_for(vm: VideoMasks, frame_index: int, height: int, width: int) -> tup
 
 
 def write_overlay(vm: VideoMasks, mp4_path: str, png_path: Optional[str] = None) -> int:
-    """Render one video's overlay MP4 (and preview PNG); returns the number of frames written."""
+    """Render one video's overlay MP4 (and preview PNG) to paths or URIs; returns the number of
+    frames written. The encoder writes into a local scratch folder; the finished files are then
+    copied to the output atomically (hqseg_ray.storage)."""
+    tmp = tempfile.mkdtemp(prefix="hqseg-overlay-")
+    try:
+        local_png = os.path.join(tmp, "preview.png") if png_path else None
+        n = _render_overlay(vm, os.path.join(tmp, "overlay.mp4"), local_png)
+        upload_atomic(mp4_path, os.path.join(tmp, "overlay.mp4"))
+        if png_path and os.path.exists(local_png):
+            upload_atomic(png_path, local_png)
+        return n
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _render_overlay(vm: VideoMasks, mp4_path: str, png_path: Optional[str] = None) -> int:
     from hqseg_ray.video import iter_frames, render_overlay, write_overlay_png, write_overlay_video
 
     info = vm.probe()

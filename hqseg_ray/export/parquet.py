@@ -3,8 +3,10 @@
 Layout: ``OUT/masks/video_id=<id>/part-0.parquet`` (Hive-style partition folder). The schema is
 defined once here (:data:`MASKS_SCHEMA`) and versioned through the file metadata key
 ``hqseg.schema_version``; ``hqseg.meta`` holds caller metadata as JSON (config hash, status).
-Files are written to a temporary name in the same folder and renamed, so a reader never sees a
-half-written file and a killed job never leaves one behind under the final name.
+Files are written through :mod:`hqseg_ray.storage` (any filesystem pyarrow.fs reaches: local,
+``file://``, ``s3://``, ``gs://``, fsspec): on a local disk to a hidden temporary name and renamed,
+on an object store as one PUT of the complete file, so a reader never sees a half-written file and
+a killed job never leaves one behind under the final name.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import uuid
 from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 import pyarrow as pa
@@ -36,12 +37,19 @@ _ROW_GROUP = 8192
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]+$")
 
 
-def video_parquet_path(out_dir: Union[str, os.PathLike], video_id: str) -> str:
-    """``OUT/masks/video_id=<id>/part-0.parquet``; raises ValueError for ids unsafe as a folder name."""
+def video_parquet_key(video_id: str) -> str:
+    """``masks/video_id=<id>/part-0.parquet`` (relative to the output); raises ValueError for ids
+    unsafe as a folder name."""
     if not isinstance(video_id, str) or not _SAFE_ID.match(video_id) or video_id in (".", ".."):
         raise ValueError(f"video_id {video_id!r} cannot name an output folder: use letters, digits, '.', '_' "
                          "and '-' only")
-    return os.path.join(str(out_dir), "masks", f"video_id={video_id}", "part-0.parquet")
+    return f"masks/video_id={video_id}/part-0.parquet"
+
+
+def video_parquet_path(out_dir: Union[str, os.PathLike], video_id: str) -> str:
+    """``OUT/masks/video_id=<id>/part-0.parquet`` (a path or URI like ``out_dir``)."""
+    key = video_parquet_key(video_id)
+    return f"{str(out_dir).rstrip('/')}/{key}"
 
 
 def _pts_lookup(pts_times) -> Any:
@@ -88,33 +96,32 @@ def write_video_parquet(frame_results: Iterable[Any], out_dir: Union[str, os.Pat
             frame index); None takes each result's ``pts_time`` (null when it has none).
         meta: JSON-serialisable metadata stored in the file (``read_video_meta`` returns it).
     """
-    path = video_parquet_path(out_dir, video_id)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    # a leading dot: dataset readers (pyarrow, Ray, Spark) skip it if a killed writer leaves it behind
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex[:8]}")
+    from hqseg_ray.storage import open_store
+
+    key = video_parquet_key(video_id)
+    store = open_store(str(out_dir))
     schema = MASKS_SCHEMA.with_metadata({"hqseg.schema_version": SCHEMA_VERSION, "hqseg.video_id": video_id,
                                          "hqseg.meta": json.dumps(meta or {}, sort_keys=True)})
     pts = _pts_lookup(pts_times)
-    try:
-        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
-            buf: list[dict] = []
-            for row in _rows(frame_results, video_id, pts, pts_times is not None):
-                buf.append(row)
-                if len(buf) >= _ROW_GROUP:
-                    writer.write_table(pa.Table.from_pylist(buf, schema=schema))
-                    buf = []
-            writer.write_table(pa.Table.from_pylist(buf, schema=schema))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+    # store.writer: a hidden temporary file renamed into place (local), or one PUT of the complete
+    # file (object stores); dataset readers (pyarrow, Ray, Spark) skip a dot-file a crash leaves
+    with store.writer(key) as f, pq.ParquetWriter(f, schema, compression="zstd") as writer:
+        buf: list[dict] = []
+        for row in _rows(frame_results, video_id, pts, pts_times is not None):
+            buf.append(row)
+            if len(buf) >= _ROW_GROUP:
+                writer.write_table(pa.Table.from_pylist(buf, schema=schema))
+                buf = []
+        writer.write_table(pa.Table.from_pylist(buf, schema=schema))
+    return store.url(key)
 
 
 def read_video_meta(path: Union[str, os.PathLike]) -> dict:
     """The ``meta`` dict a file was written with, plus ``schema_version``; {} for foreign files."""
-    md = pq.read_schema(str(path)).metadata or {}
+    from hqseg_ray.storage import split_uri
+
+    store, name = split_uri(str(path))
+    md = store.read_schema(name).metadata or {}
     raw = md.get(b"hqseg.meta")
     if raw is None:
         return {}
@@ -128,7 +135,10 @@ def read_video_parquet(path: Union[str, os.PathLike]) -> Iterator[Any]:
     frame order."""
     from hqseg_ray.track.types import FrameResult
 
-    table = pq.read_table(str(path)).sort_by([("frame_index", "ascending"), ("object_id", "ascending")])
+    from hqseg_ray.storage import split_uri
+
+    store, name = split_uri(str(path))
+    table = store.read_table(name).sort_by([("frame_index", "ascending"), ("object_id", "ascending")])
     cols = table.to_pydict()
     cur: Optional[FrameResult] = None
     for i in range(table.num_rows):

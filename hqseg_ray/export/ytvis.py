@@ -8,8 +8,9 @@
   absent), ``score`` (mean over its frames), ``object_id``, ``width``, ``height``.
 * ``categories``: ``[{"id": 1, "name": "object"}]``.
 
-The file is assembled from two temporary files (videos, annotations) written one video at a time,
-so memory holds one video whatever the number of videos.
+The file is assembled from two temporary local files (videos, annotations) written one video at a
+time, so memory holds one video whatever the number of videos; the result is then copied to the
+output (any location hqseg_ray.storage reaches) atomically.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from typing import Optional, Sequence
 
 from hqseg_ray.export.coco import CATEGORIES, frame_file_name
-from hqseg_ray.export.formats import FormatWriter, VideoMasks, run_writers
+from hqseg_ray.export.formats import FormatWriter, VideoMasks, run_writers, upload_atomic
 
 _COMPACT = (",", ":")
 
@@ -57,12 +59,15 @@ class YtvisWriter(FormatWriter):
     def __init__(self, output_dir: str) -> None:
         self.folder = os.path.join(output_dir, "exports", "ytvis")
         self.path = os.path.join(self.folder, "instances.json")
-        self._parts = {k: f"{self.path}.{k}.tmp-{os.getpid()}" for k in ("videos", "annotations")}
+        self._tmp = ""  # a local scratch folder (not the output): the parts and the assembled file
+        self._parts: dict = {}
         self._files: dict = {}
         self.n_videos = self.n_annotations = 0
 
     def open(self) -> None:
         super().open()
+        self._tmp = tempfile.mkdtemp(prefix="hqseg-ytvis-")
+        self._parts = {k: os.path.join(self._tmp, f"{k}.json") for k in ("videos", "annotations")}
         self._files = {k: open(p, "w") for k, p in self._parts.items()}
 
     def add(self, vm: VideoMasks) -> None:
@@ -79,23 +84,22 @@ class YtvisWriter(FormatWriter):
             f.close()
         head = {"info": {"description": "hqseg-ray masks (YouTube-VIS layout)"}, "licenses": [],
                 "categories": CATEGORIES}
-        tmp = f"{self.path}.tmp-{os.getpid()}"
+        tmp = os.path.join(self._tmp, "instances.json")
         with open(tmp, "w") as f:
             f.write(json.dumps(head, separators=_COMPACT)[:-1] + ',"videos":[')
             for key, closing in (("videos", '],"annotations":['), ("annotations", "]}")):
                 with open(self._parts[key]) as src:
                     shutil.copyfileobj(src, f)
                 f.write(closing)
-        os.replace(tmp, self.path)
+        upload_atomic(self.path, tmp)
         self.discard()
         return self.path
 
     def discard(self) -> None:
         for f in self._files.values():
             f.close()
-        for p in self._parts.values():
-            if os.path.exists(p):
-                os.remove(p)
+        if self._tmp:
+            shutil.rmtree(self._tmp, ignore_errors=True)
 
 
 def export_ytvis(output_dir: str, video_ids: Optional[Sequence[str]] = None) -> str:

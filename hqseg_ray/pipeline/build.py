@@ -4,7 +4,8 @@
       -> flat_map(PlanStage)        CPU task    probe, validate prompts, cut chunks
       -> map(DecodeStage)           CPU task    frame-exact decode, resize to model input size
       -> map_batches(SegmentStage)  GPU actors  encode + track (relay between chunks)
-      -> map_batches(VideoWriter)   one actor   stitch chunks in order, write Parquet per video
+      -> map_batches(VideoWriter)   one actor   stitch chunks in order, write Parquet per video;
+                                                pinned to the driver's node (pipeline/placement.py)
 
 Streaming with backpressure: Ray Data runs all operators at once and bounds the bytes queued
 between them, so memory does not grow with the number or length of videos. Order is preserved
@@ -70,6 +71,10 @@ def build_pipeline(config: JobConfig, rows: list[dict], job_id: Optional[str] = 
             compute=ray.data.ActorPoolStrategy(min_size=c.segment_actors_min, max_size=c.segment_actors_max,
                                                max_tasks_in_flight_per_actor=c.max_tasks_in_flight_per_actor),
             num_gpus=c.gpus_per_actor, num_cpus=c.cpus_per_actor, **remote_args)
-    ds = ds.map_batches(VideoWriter, fn_constructor_args=(cfg_json, job_id), batch_size=1,
-                        compute=ray.data.ActorPoolStrategy(size=1), num_cpus=WRITER_CPUS)
+    from hqseg_ray.pipeline.placement import driver_node_strategy
+
+    keys = {r["video_id"]: r["input_key"] for r in rows if r.get("input_key")}
+    ds = ds.map_batches(VideoWriter, fn_constructor_args=(cfg_json, job_id, keys), batch_size=1,
+                        compute=ray.data.ActorPoolStrategy(size=1), num_cpus=WRITER_CPUS,
+                        scheduling_strategy=driver_node_strategy())
     return ds

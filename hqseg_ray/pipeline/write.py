@@ -3,7 +3,7 @@
 Chunks reach this actor in any order (several segment actors); each video's chunk results are
 pushed into its ``Stitcher`` strictly in chunk order (out-of-order ones wait in a small buffer of
 RLE-only results). When the last chunk is in, the video's frames are written as one Parquet file
-(temporary name, then rename) and one status row leaves the stage. A failed chunk fails its
+(atomically, through hqseg_ray.storage) and one status row leaves the stage. A failed chunk fails its
 video (status row with the error) and the rest of the job goes on.
 """
 
@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 STATUS_OUT = ("video_id", "video", "status", "error", "frames", "objects", "chunks", "seconds",
               "low_confidence_frames", "mean_score", "path", "config_hash", "finished_at",
-              "encode_s", "relay_wait_s", "stitch_s", "workers")
+              "encode_s", "relay_wait_s", "stitch_s", "workers", "input_key")
 LOW_CONFIDENCE = 0.7  # frames with an object scored below this are listed first for review
 
 
@@ -52,8 +52,10 @@ class VideoWriter:
     name = "stitch/write"
     needs = ("video", "video_id", "chunk_index", "num_chunks", "error", "result")
 
-    def __init__(self, config_json: str, job_id: Optional[str] = None):
+    def __init__(self, config_json: str, job_id: Optional[str] = None,
+                 input_keys: Optional[dict[str, str]] = None):
         self.config = JobConfig.model_validate_json(config_json)
+        self.input_keys = dict(input_keys or {})  # video_id -> resume key (pipeline/resume.py)
         self.config_hash = self.config.config_hash()
         self.job_id = job_id
         self.videos: dict[str, _VideoState] = {}
@@ -122,6 +124,7 @@ class VideoWriter:
     def _status(self, vid: str, video: str) -> dict:
         return {k: None for k in STATUS_OUT} | {
             "video_id": vid, "video": video, "config_hash": self.config_hash,
+            "input_key": self.input_keys.get(vid),
             "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
 
     def _finish_failed(self, vid: str, video: str, error: str) -> dict:
@@ -150,7 +153,8 @@ class VideoWriter:
                       workers=",".join(sorted(state.workers)))
         try:
             path = write_video_parquet(iter(frames), self.config.output.path, vid, pts_times=state.pts,
-                                       meta={"config_hash": self.config_hash, "status": json.loads(json.dumps(
+                                       meta={"config_hash": self.config_hash, "input_key": status["input_key"],
+                                             "video": state.video, "status": json.loads(json.dumps(
                                            {k: status[k] for k in ("frames", "objects", "chunks", "seconds",
                                                                    "low_confidence_frames", "mean_score")}))})
         except Exception as exc:  # noqa: BLE001
