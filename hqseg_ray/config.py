@@ -512,7 +512,7 @@ class OutputConfig(_Strict):
     """What the job writes."""
 
     path: str = Field("hqseg-out", description="Output directory: masks/video_id=<id>/*.parquet and videos.parquet.")
-    formats: list[Literal["coco", "ytvis", "davis", "overlay"]] = Field(
+    formats: list[Literal["coco", "coco-merged", "ytvis", "davis", "overlay", "cvat", "labelstudio", "review"]] = Field(
         default_factory=list, description="Extra exports written after the job from the Parquet output.")
     overwrite: bool = Field(
         False, description="Redo videos already written with the same config hash (default: skip them — resume).")

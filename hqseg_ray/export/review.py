@@ -224,3 +224,75 @@ def check_review(data: Any, where: str) -> None:
     if int(data.get("version", 0)) > VERSION:
         raise ValueError(f"{where}: review queue version {data.get('version')} is newer than this hqseg-ray "
                          f"reads ({VERSION}); upgrade hqseg-ray")
+
+
+def review_from_frames(frames: Sequence[Any], video_id: str, num_frames: int, stride: int = 1,
+                       video: Optional[str] = None, labels: Optional[dict] = None,
+                       default_label: Optional[str] = None, **kwargs) -> dict:
+    """:func:`build_review` from ``FrameResult``-like objects (``frame_index``, ``object_ids``,
+    ``rles``, ``scores``, ``sources``, ``chunk_index``/``chunk_indices``), as the bulk job holds
+    them before writing; the same queue as from the Parquet rows they become."""
+    from hqseg_ray.masks import rle_area, rle_bbox_xywh
+
+    names = {int(k): v for k, v in (labels or {}).items()}
+    cols: dict[str, list] = {k: [] for k in ("frame_index", "object_id", "score", "area", "bbox_xywh", "source",
+                                             "chunk_index", "label")}
+    for fr in frames:
+        chunks = list(getattr(fr, "chunk_indices", None) or [])
+        for k, oid in enumerate(fr.object_ids):
+            cols["frame_index"].append(int(fr.frame_index))
+            cols["object_id"].append(int(oid))
+            cols["score"].append(float(fr.scores[k]))
+            cols["area"].append(rle_area(fr.rles[k]))
+            cols["bbox_xywh"].append(rle_bbox_xywh(fr.rles[k]))
+            cols["source"].append(str(fr.sources[k]))
+            cols["chunk_index"].append(int(chunks[k]) if k < len(chunks) else int(fr.chunk_index))
+            cols["label"].append(names.get(int(oid), default_label))
+    return build_review(cols, video_id, num_frames, stride, video=video, **kwargs)
+
+
+def _writer_base():
+    from hqseg_ray.export.formats import FormatWriter
+
+    return FormatWriter
+
+
+class ReviewWriter(_writer_base()):
+    """``--format review``: rebuilds ``review/<video_id>.json`` per video from its masks, and writes
+    the task list ``exports/review/tasks.json`` / ``tasks.csv`` (every video's first
+    ``max_items_per_video`` items, highest priority first) at the end."""
+
+    fmt = "review"
+
+    def __init__(self, output_dir: str, max_items_per_video: int = 100, **thresholds) -> None:
+        self.output_dir = output_dir
+        self.folder = os.path.join(output_dir, "exports", "review")
+        self.max_items = max_items_per_video
+        self.thresholds = ReviewThresholds(**thresholds)
+        self.items: list[dict] = []
+
+    def add(self, vm) -> None:
+        review = vm.review(thresholds=self.thresholds)
+        write_review(self.output_dir, review)
+        self.items.extend(review["items"][:self.max_items])
+
+    def close(self) -> str:
+        import csv
+        import io
+
+        from hqseg_ray.export.io import write_text
+
+        items = sorted(self.items, key=lambda it: (-it["priority"], it["video_id"], it["frame_index"],
+                                                   it["object_id"]))
+        write_text(os.path.join(self.folder, "tasks.json"), json.dumps(items, separators=(",", ":")))
+        buf = io.StringIO()
+        cols = [c for c in ITEM_FIELDS if c != "bbox_xywh"] + ["x", "y", "w", "h"]
+        w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+        w.writeheader()
+        for it in items:
+            row = {k: v for k, v in it.items() if k in cols}
+            row["reasons"] = "|".join(it["reasons"])
+            row.update(zip("xywh", it["bbox_xywh"] or [None] * 4))
+            w.writerow(row)
+        write_text(os.path.join(self.folder, "tasks.csv"), buf.getvalue())
+        return self.folder

@@ -17,7 +17,7 @@ from hqseg_ray.pipeline.stages import as_str, error_of, rebatch, require, short_
 logger = logging.getLogger(__name__)
 
 SEGMENT_OUT = ("video", "video_id", "chunk_index", "num_chunks", "info_json", "pts_times", "frame_indices",
-               "error", "result", "seconds", "encode_s", "relay_wait_s", "worker")
+               "error", "result", "seconds", "encode_s", "relay_wait_s", "worker", "labels_json")
 FAILED = "__failed__"
 
 
