@@ -101,20 +101,20 @@ def build_review(table: Any, video_id: str, num_frames: int, stride: int = 1, vi
         scores = [float(score[i]) for i in rows if score[i] is not None]
         objects.append({"object_id": oid, "label": lab, "frames": len(rows), "first_frame": int(fi[rows[0]]),
                         "last_frame": int(fi[rows[-1]]),
-                        "mean_score": float(np.mean(scores)) if scores else None,
-                        "min_score": float(min(scores)) if scores else None})
+                        "mean_score": round(float(np.mean(scores)), 4) if scores else None,
+                        "min_score": round(float(min(scores)), 4) if scores else None})
         prev = None
         for i in rows:
             t = int(fi[i])
             reasons, sev, detail = [], [], []
-            s = None if score[i] is None else float(score[i])
+            s = None if score[i] is None else round(float(score[i]), 6)  # float32 in Parquet: 0.7 stays 0.7
             if s is not None and s < th.low_score:
                 reasons.append("low_score")
                 sev.append(0.5 + 0.5 * (th.low_score - s) / th.low_score)
                 detail.append(f"score {s:.2f} < {th.low_score:g}")
             if prev is not None:
                 pt, gap = int(fi[prev]), t - int(fi[prev])
-                ps = None if score[prev] is None else float(score[prev])
+                ps = None if score[prev] is None else round(float(score[prev]), 6)
                 if gap > stride:  # labelled frames in between had no mask: lost there, back here
                     items.append(_item(video_id, t=pt + stride, oid=oid, lab=lab, reasons=["lost"], sev=[0.6],
                                        prev_i=prev, fi=fi, score=score, area=area, bbox=bbox, chunk=chunk,
