@@ -207,7 +207,8 @@ class PromptSpec(_BaseModel):
         None, description="COCO RLE {size: [H, W], counts: str | list[int]} at the frame's size.")
     label: Optional[str] = _Field(
         None, description="Category name of the object (e.g. 'person'); carried to the masks' label column "
-        "and the exports' categories. Needs an object_id; one label per object.")
+        "and the exports' categories. One label per object; on a detector box (no object_id) it labels the "
+        "track the box is matched to.")
 
 
 class ManifestRow(_BaseModel):
@@ -301,7 +302,7 @@ def validate_prompts(row: ManifestRow, info: Any = None) -> None:
             problems += [f"{where}: {msg}" for msg in _rle_problems(p.mask, size, rle_decode)]
         if p.object_id is not None:
             seen.setdefault((p.object_id, p.frame), []).append(i)
-        problems += [f"{where}: {msg}" for msg in _label_problems(p.label, p.object_id is None)]
+        problems += [f"{where}: {msg}" for msg in _label_problems(p.label)]
     for (oid, frame), idx in seen.items():
         if len(idx) > 1:
             problems.append(f"prompts {idx} (frame {frame}): object {oid} is prompted {len(idx)} times "
@@ -311,14 +312,11 @@ def validate_prompts(row: ManifestRow, info: Any = None) -> None:
         raise PromptValidationError(row.video_id or video_id_from_uri(row.video), problems)
 
 
-def _label_problems(label: Optional[str], no_id: bool = False) -> list[str]:
+def _label_problems(label: Optional[str]) -> list[str]:
     if label is None:
         return []
     if not label.strip() or label != label.strip():
         return [f"label {label!r} must be a non-empty name without leading or trailing spaces"]
-    if no_id:
-        return [f"label {label!r} needs an object_id: a prompt without one (a detector box) joins whatever "
-                "track it matches; give the row a default_label for such objects instead"]
     return []
 
 

@@ -27,7 +27,6 @@ def test_labels_from_prompts_and_the_row_map():
 
 @pytest.mark.parametrize("kw, message", [
     ({"labels": {"1": "truck"}}, "object 1 has 2 labels ('truck' by labels[1]; 'car' by prompt 0)"),
-    ({"prompts": [{"frame": 0, "box": [1, 1, 5, 5], "label": "car"}]}, "label 'car' needs an object_id"),
     ({"labels": {"2": " person"}}, "labels[2]: label ' person' must be a non-empty name"),
     ({"default_label": ""}, "default_label: label '' must be a non-empty name"),
 ])
@@ -84,4 +83,34 @@ def test_plan_stage_carries_labels_to_every_chunk(tmp_path):
     assert len(chunks) >= 2 and all(c["error"] == "" for c in chunks)
     oid = row["prompts"][0]["object_id"]
     for c in chunks:
-        assert json.loads(c["labels_json"]) == {"labels": {str(oid): "car"}, "default": "thing"}
+        assert json.loads(c["labels_json"]) == {"labels": {str(oid): "car"}, "default": "thing", "detections": []}
+
+
+def test_detector_box_labels_follow_the_matched_track():
+    """A detector box's label goes to the object whose mask box overlaps it most on its frame; the
+    majority of an object's detector labels wins; an explicit label always wins."""
+    import numpy as np
+
+    from hqseg_ray.export.labels import detection_boxes, resolve_labels
+    from hqseg_ray.masks import rle_encode
+    from hqseg_ray.track.types import FrameResult
+
+    def box(x, y):
+        m = np.zeros((40, 60), bool)
+        m[y:y + 10, x:x + 10] = True
+        return rle_encode(m)
+
+    frames = [FrameResult(t, [5, 6, 9], [box(0, 0), box(30, 20), box(45, 0)], [0.9] * 3, ["prompt"] * 3, 0)
+              for t in range(3)]
+    row = _row(prompts=[{"frame": 0, "box": [0, 0, 10, 10], "label": "dog"},     # -> 5
+                        {"frame": 1, "box": [1, 1, 11, 11], "label": "cat"},     # -> 5
+                        {"frame": 2, "box": [0, 0, 10, 10], "label": "cat"},     # -> 5: cat 2, dog 1
+                        {"frame": 0, "box": [30, 20, 40, 30], "label": "bird"},  # -> 6, but 6 is labelled
+                        {"frame": 0, "box": [45, 0, 55, 10], "label": "bus"},    # -> 9
+                        {"frame": 1, "box": [0, 30, 5, 35], "label": "ghost"},   # overlaps nothing
+                        {"object_id": 6, "frame": 0, "box": [30, 20, 40, 30], "label": "horse"}])
+    validate_prompts(row)
+    dets = detection_boxes(row.prompts)
+    assert len(dets) == 6
+    assert resolve_labels(frames, row.object_labels(), dets) == {5: "cat", 6: "horse", 9: "bus"}
+    assert resolve_labels(frames, {}, []) == {}

@@ -10,7 +10,8 @@ Row shapes between stages (all columns are plain Arrow-friendly values):
 * manifest row: ``video, video_id, prompts_json, auto`` (optional ``labels_json``)
 * plan -> one row per chunk: ``video, video_id, chunk_index, num_chunks, start, stop, stride,
   overlap_next, prompts_json, info_json, auto, error, labels_json`` (``{"labels": {id: name},
-  "default": name or null}``, the video's object categories, read by stitch/write)
+  "default": name or null, "detections": [{frame, box, label}]}``, the video's object categories,
+  resolved by stitch/write)
 * decode adds ``frames`` (uint8 ``[N, h, w, 3]`` at model input size), ``frame_indices``, ``pts_times``
 * segment replaces the frames by ``result`` (pickled ChunkResult: RLE only) and ``seconds``
 * stitch/write emits one status row per finished video.
@@ -63,6 +64,7 @@ class PlanStage:
         self.config = config
 
     def __call__(self, row: dict) -> list[dict]:
+        from hqseg_ray.export.labels import detection_boxes
         from hqseg_ray.export.parquet import video_parquet_path
         from hqseg_ray.prompts import ManifestRow, validate_prompts
         from hqseg_ray.video import plan_chunks, probe_video
@@ -94,7 +96,8 @@ class PlanStage:
             "overlap_next": c.overlap_next,
             "prompts_json": json.dumps([p.model_dump(exclude_none=True) for p in c.prompts]),
             "info_json": info_json, "auto": auto, "error": "",
-            "labels_json": json.dumps({"labels": manifest_row.object_labels(), "default": manifest_row.default_label}),
+            "labels_json": json.dumps({"labels": manifest_row.object_labels(), "default": manifest_row.default_label,
+                                       "detections": detection_boxes(manifest_row.prompts)}),
         } for c in chunks]
 
 

@@ -139,7 +139,7 @@ class VideoWriter:
         self.metrics.video("failed")
         return status
 
-    def _write_review(self, vid: str, state: _VideoState) -> None:
+    def _write_review(self, vid: str, state: _VideoState, names: dict) -> None:
         """``OUTPUT/review/<vid>.json`` (the review queue); a failure here is logged, not fatal."""
         from hqseg_ray.export.review import review_from_frames, write_review
 
@@ -147,7 +147,7 @@ class VideoWriter:
             n = state.num_frames or (max((fr.frame_index for fr in state.frames), default=-1) + 1)
             write_review(self.config.output.path, review_from_frames(
                 state.frames, vid, n, self.config.chunking.stride, video=state.video,
-                labels=state.labels.get("labels"), default_label=state.labels.get("default")))
+                labels=names, default_label=state.labels.get("default")))
         except Exception as exc:  # noqa: BLE001 -- the masks are written; `hqseg export --format review` redoes it
             logger.warning("video %r: review queue not written: %s", vid, exc)
 
@@ -165,15 +165,17 @@ class VideoWriter:
                       encode_s=state.encode_s, relay_wait_s=state.relay_wait_s, stitch_s=state.stitch_s,
                       workers=",".join(sorted(state.workers)))
         try:
+            from hqseg_ray.export.labels import resolve_labels
+
+            names = resolve_labels(frames, state.labels.get("labels"), state.labels.get("detections") or ())
             path = write_video_parquet(iter(frames), self.config.output.path, vid, pts_times=state.pts,
                                        meta={"config_hash": self.config_hash, "status": json.loads(json.dumps(
                                            {k: status[k] for k in ("frames", "objects", "chunks", "seconds",
                                                                    "low_confidence_frames", "mean_score")})),
                                            "video": state.video, "num_frames": state.num_frames,
                                            "stride": self.config.chunking.stride},
-                                       labels=(state.labels.get("labels") or {}),
-                                       default_label=state.labels.get("default"))
-            self._write_review(vid, state)
+                                       labels=names, default_label=state.labels.get("default"))
+            self._write_review(vid, state, names)
         except Exception as exc:  # noqa: BLE001
             return self._finish_failed(vid, state.video, f"write: {exc.__class__.__name__}: {exc}")
         status["path"] = str(path)
