@@ -289,3 +289,62 @@ def test_version_1_masks_without_label_column_still_export(tmp_path, video):
     data = json.load(open(os.path.join(paths["coco"], "clip.json")))
     assert data["categories"] == [{"id": 1, "name": "object", "supercategory": "object"}]
     assert {a["category_id"] for a in data["annotations"]} == {1}
+
+
+def test_cli_exports_every_tool_format(output, capsys):
+    pytest.importorskip("label_studio_converter.brush")
+    from hqseg_ray.cli import main
+
+    rc = main(["export", output, "--format", "cvat,labelstudio", "--format", "coco-merged",
+               "--image-root", "http://127.0.0.1:8081/frames/", "--as-annotations"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert all(f in printed for f in ("cvat", "labelstudio", "coco-merged"))
+    tasks = json.load(open(os.path.join(output, "exports", "labelstudio", "clip.json")))
+    assert tasks[0]["data"]["image"] == "http://127.0.0.1:8081/frames/clip/00000.jpg" and "annotations" in tasks[0]
+    assert main(["export", output, "--format", "cvta"]) == 2
+    assert "unknown export format(s) ['cvta']" in capsys.readouterr().err
+
+
+_DATUMARO_CHECK = r"""
+import json, sys
+import numpy as np
+from datumaro.components.annotation import AnnotationType
+from datumaro.components.dataset import Dataset
+ds = Dataset.import_from(sys.argv[1], "coco_instances")
+cats = ds.categories()[AnnotationType.label]
+out = []
+for item in ds:
+    for a in item.annotations:
+        if a.type == AnnotationType.mask:
+            out.append({"item": item.id, "label": cats.items[a.label].name, "attributes": dict(a.attributes),
+                        "pixels": np.flatnonzero(np.asarray(a.image).reshape(-1)).tolist()})
+print(json.dumps(out))
+"""
+
+
+def test_cvat_coco_through_datumaro(output, tmp_path):
+    """CVAT imports COCO through Datumaro and builds tracks from each mask's attributes. Datumaro's
+    pins clash with this project's, so it runs from its own interpreter: set
+    HQSEG_DATUMARO_PYTHON to a Python with datumaro installed (skipped otherwise)."""
+    import shutil
+    import subprocess
+
+    python = os.environ.get("HQSEG_DATUMARO_PYTHON")
+    if not python:
+        pytest.skip("HQSEG_DATUMARO_PYTHON is not set (a Python with datumaro; it cannot share this venv)")
+    folder = export_all(output, ["cvat"])["cvat"]
+    root = tmp_path / "coco"
+    (root / "annotations").mkdir(parents=True)
+    (root / "images" / "default").mkdir(parents=True)
+    shutil.copy(os.path.join(folder, "clip.coco.json"), root / "annotations" / "instances_default.json")
+    res = subprocess.run([python, "-c", _DATUMARO_CHECK, str(root)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    masks = json.loads(res.stdout.strip().splitlines()[-1])
+    assert len(masks) == sum(_present(o, t) for o in (1, 2, 7) for t in range(T))
+    for m in masks:
+        t = int(m["item"][len("frame_"):])  # CVAT's fallback match for video tasks: frame_<n>
+        a = m["attributes"]
+        assert a["keyframe"] is True and a["track_id"] in (1, 2, 7)  # what CVAT needs to rebuild a track
+        assert m["label"] == LABELS.get(a["track_id"], "object")
+        assert m["pixels"] == np.flatnonzero(_mask(a["track_id"], t).reshape(-1)).tolist()
