@@ -109,6 +109,10 @@ class VideoMasks:
         self._cols = {c: (table.column(c).to_pylist() if c in table.column_names else [None] * table.num_rows)
                       for c in MASK_COLUMNS if c != "frame_index"}
         self.labels = {int(o): lab for o, lab in zip(self._cols["object_id"], self._cols["label"]) if lab}
+        if self.stride > 1 and np.any(self._fi % self.stride):
+            logger.warning("video %r: masks on frames off the stride-%d grid; exporting every frame",
+                           self.video_id, self.stride)
+            self.stride = 1
         sizes = {tuple(s) for s in self._cols["rle_size"]}
         if len(sizes) > 1:
             raise ValueError(f"video {self.video_id!r}: masks of different sizes {sorted(sizes)}")
