@@ -81,11 +81,13 @@ def video_to_ls_tasks(vm: VideoMasks, image_root: str = "/data/local-files/?d=",
         } for o in objs]
         task = {"data": {"image": f"{image_root}{frame_file_name(vm.video_id, t)}", "video_id": vm.video_id,
                          "frame_index": t}}
-        score = float(np.mean([o.score for o in objs])) if objs else None
         if as_annotations:
             task["annotations"] = [{"result": result, "ground_truth": False}]
         else:
-            task["predictions"] = [{"model_version": model_version, "score": score, "result": result}]
+            pred = {"model_version": model_version, "result": result}
+            if objs:  # Label Studio sorts tasks by this; a frame with nothing on it has none
+                pred["score"] = round(float(np.mean([o.score for o in objs])), 4)
+            task["predictions"] = [pred]
         tasks.append(task)
     return tasks
 
