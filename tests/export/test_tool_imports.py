@@ -348,3 +348,14 @@ def test_cvat_coco_through_datumaro(output, tmp_path):
         assert a["keyframe"] is True and a["track_id"] in (1, 2, 7)  # what CVAT needs to rebuild a track
         assert m["label"] == LABELS.get(a["track_id"], "object")
         assert m["pixels"] == np.flatnonzero(_mask(a["track_id"], t).reshape(-1)).tolist()
+
+
+def test_labelstudio_rle_is_byte_identical_to_label_studios_encoder():
+    brush = pytest.importorskip("label_studio_converter.brush")
+    from hqseg_ray.export.labelstudio import mask_to_ls_rle
+
+    rng = np.random.default_rng(1)
+    cases = [np.zeros((5, 7), bool), np.ones((300, 300), bool), np.ones((200, 400), bool),  # a run > 65536 bytes
+             rng.random((31, 17)) < 0.5, rng.random((64, 64)) < 0.02, _mask(2, 3), _mask(1, 0)]
+    for m in cases:
+        assert mask_to_ls_rle(m) == [int(v) for v in brush.mask2rle(m.astype(np.uint8) * 255)]
