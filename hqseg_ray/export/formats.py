@@ -1,4 +1,4 @@
-"""Exports from the Parquet output: COCO, YouTube-VIS, DAVIS palette PNGs and overlay videos.
+"""Exports from the Parquet output: COCO, YouTube-VIS, DAVIS PNGs, overlays, CVAT, Label Studio.
 
 Everything here reads ``OUTPUT/masks/video_id=<id>/*.parquet`` (one row per frame and object, see
 ``docs/formats.md``) and ``OUTPUT/videos.parquet`` (one status row per video), one video at a
@@ -10,8 +10,12 @@ Layout written under OUTPUT::
 
     exports/coco/<video_id>.json         COCO instances, one file per video (compressed RLE)
     exports/ytvis/instances.json         YouTube-VIS, one file for all exported videos
-    exports/davis/<video_id>/00000.png   palette PNG per frame, pixel value = object id
+    exports/coco-merged/instances.json   COCO, all exported videos, ids unique across them
+    exports/davis/<video_id>/00000.png   palette PNG per labelled frame, pixel value = object id
     overlay/<video_id>.mp4, .png         H.264 overlay video and a one-frame preview
+    exports/cvat/<video_id>.xml, .coco.json   CVAT for video 1.1 tracks; COCO with CVAT frame names
+    exports/labelstudio/<video_id>.json  Label Studio tasks, brush masks per labelled frame
+    review/<video_id>.json, exports/review/tasks.{json,csv}   the review queue and its task list
 """
 
 from __future__ import annotations
