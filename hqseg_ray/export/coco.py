@@ -14,8 +14,8 @@ frames as one task or dataset, and a file per video keeps the export's memory to
   ``{"size": [H, W], "counts": str}``, ``area`` (pixels), ``bbox`` ``[x, y, w, h]``,
   ``category_id`` (from the object's label), ``iscrowd`` 0 (a normal instance mask, not a crowd
   region), ``score``, ``track_id``, ``object_id``, ``source``, and ``attributes``
-  ``{"track_id", "keyframe": true, "occluded": false}``: the attributes CVAT's COCO import needs
-  to rebuild tracks (it reads ``track_id`` *and* ``keyframe``).
+  ``{"track_id", "keyframe": true, "occluded": false}`` (Datumaro-style track attributes; CVAT
+  has no mask tracks, so :mod:`hqseg_ray.export.cvat` writes its own variant).
 * ``categories``: the output's labels (:class:`~hqseg_ray.export.categories.Categories`).
 """
 

@@ -1,28 +1,33 @@
-"""CVAT imports: "CVAT for video 1.1" XML with mask tracks, and COCO with CVAT's frame names.
+"""CVAT imports, made for what CVAT's importers actually do with masks and tracks.
 
-    OUTPUT/exports/cvat/<video_id>.xml        CVAT for video 1.1 (upload as "CVAT 1.1")
-    OUTPUT/exports/cvat/<video_id>.coco.json  COCO 1.0 whose frames CVAT matches (upload as "COCO 1.0")
-    OUTPUT/exports/cvat/labels.json           the task's labels for CVAT's "Raw" label editor
+    OUTPUT/exports/cvat/<video_id>.xml        CVAT for video 1.1: polygon tracks (upload as "CVAT 1.1")
+    OUTPUT/exports/cvat/<video_id>.masks.xml  CVAT for video 1.1: pixel masks, one shape per frame
+    OUTPUT/exports/cvat/<video_id>.coco.json  COCO 1.0 with CVAT's frame names: pixel masks per frame
+    OUTPUT/exports/cvat/labels.json           the task's labels (CVAT's "Raw" label editor)
 
-Both are for a CVAT task made from the source video file (one task per video).
+All for a CVAT task created from the source video file (one task per video, frame step 1).
 
-**XML.** One ``<track>`` per object (``label`` = its category, ``source="auto"``) holding one
-``<mask>`` per labelled frame with a mask (``keyframe="1" outside="0"``); where the object has no
-mask on the next labelled frame (occluded, lost, or gone for the rest of the video) a copy of its
-last shape with ``outside="1"`` ends that stretch. ``frame`` is the video's frame index (a task
-with frame step 1). Masks use CVAT's own RLE: the mask is cropped to its box (``left``, ``top``,
-``width``, ``height``, inclusive pixel box) and the crop, read row by row, is written as
-alternating run lengths starting with a run of 0s (``rle="3, 5, 2, ..."``). With
-``chunking.stride`` > 1 only labelled frames are keyframes; CVAT holds a mask track's shape
-between keyframes, so unlabelled frames are shown as "not keyframe", never as empty.
+CVAT does not track masks: its CVAT-XML loader turns a ``<mask>`` track into one shape made of
+the track's *first* mask (the rest are dropped), and its UI has no mask tracks. So:
 
-**COCO.** The per-video COCO of :mod:`hqseg_ray.export.coco` with ``file_name``
-``frame_000042.PNG``: CVAT names a video task's frames ``frame_%06d`` and matches an imported
-image by that name without its extension. The ``attributes`` ``{"track_id", "keyframe": true,
-"occluded": false}`` make CVAT rebuild tracks (it needs ``track_id`` and ``keyframe``; it adds the
-``outside`` shapes itself wherever a track skips a frame of the task). So for a strided run create
-the task with *frame step* = ``chunking.stride``, otherwise every unlabelled frame becomes an
-``outside`` gap; the XML has no such requirement.
+* ``<video_id>.xml`` holds one ``<track>`` per object of **polygons** (CVAT interpolates polygon
+  tracks): a ``<polygon>`` keyframe (``keyframe="1" outside="0"``) on every labelled frame where
+  the object has a mask, the outline of its largest connected part (holes and smaller parts are
+  not in a polygon; ``masks.xml`` has them), and an ``outside="1"`` copy on the first labelled frame
+  where it has none (occluded, lost or gone), which ends that stretch of the track. Each shape
+  carries ``<attribute name="object_id">``. With ``chunking.stride`` > 1 only labelled frames are
+  keyframes; CVAT interpolates in between instead of calling those frames empty.
+* ``<video_id>.masks.xml`` holds every mask pixel-exact, each as a one-keyframe ``<mask>`` track,
+  which CVAT's loader turns into a mask shape on that frame, with the ``object_id`` attribute.
+  Masks use CVAT's RLE: the mask's pixel box (``left``, ``top``, ``width``, ``height``) read row by
+  row as alternating run lengths starting with background.
+* ``<video_id>.coco.json`` is the per-video COCO with ``file_name`` ``frame_000042.PNG`` (CVAT
+  names a video task's frames ``frame_%06d`` and matches an imported image by that name without
+  extension) and ``attributes: {"object_id": N}``; no ``track_id``/``keyframe`` attributes, which
+  would ask CVAT for a mask track. Every mask becomes a mask shape.
+
+``labels.json`` declares each label with a text attribute ``object_id`` (CVAT drops attributes its
+labels do not declare), so the object ids survive the import.
 """
 
 from __future__ import annotations
@@ -75,35 +80,42 @@ def cvat_rle_to_mask(runs: Sequence[int], left: int, top: int, width: int, heigh
     return out
 
 
-def _mask_element(t: int, shape: tuple, outside: bool) -> str:
+def mask_to_polygon(mask: np.ndarray) -> Optional[list[tuple[int, int]]]:
+    """The outline of the largest connected part of ``mask`` as ``[(x, y), ...]`` pixel points
+    (OpenCV's external contour), or None when the mask has no part with 3 or more outline points."""
+    import cv2
+
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    contours = [c for c in contours if len(c) >= 3]
+    if not contours:
+        return None
+    best = max(contours, key=lambda c: (cv2.contourArea(c), len(c)))
+    return [(int(x), int(y)) for x, y in best.reshape(-1, 2)]
+
+
+def _attr(oid: int) -> str:
+    return f'\n      <attribute name="object_id">{oid}</attribute>\n'
+
+
+def _polygon_element(t: int, points: list, outside: bool, oid: int) -> str:
+    pts = ";".join(f"{x:.2f},{y:.2f}" for x, y in points)
+    return (f'    <polygon frame="{t}" keyframe="1" outside="{int(outside)}" occluded="0" points="{pts}" '
+            f'z_order="0">{_attr(oid)}    </polygon>')
+
+
+def _mask_element(t: int, shape: tuple, oid: int) -> str:
     runs, left, top, w, h = shape
-    return (f'    <mask frame="{t}" keyframe="1" outside="{int(outside)}" occluded="0" '
-            f'rle="{", ".join(map(str, runs))}" left="{left}" top="{top}" width="{w}" height="{h}" z_order="0">'
-            "\n    </mask>")
+    return (f'    <mask frame="{t}" keyframe="1" outside="0" occluded="0" rle="{", ".join(map(str, runs))}" '
+            f'left="{left}" top="{top}" width="{w}" height="{h}" z_order="0">{_attr(oid)}    </mask>')
 
 
-def video_to_cvat_xml(vm: VideoMasks, categories) -> str:
-    """One video as a "CVAT for video 1.1" document (see the module docstring)."""
-    shapes: dict[int, list[tuple[int, tuple]]] = {}
-    for t, objs in vm.labelled():
-        for o in objs:
-            enc = mask_to_cvat_rle(o.mask())
-            if enc is not None:
-                shapes.setdefault(o.object_id, []).append((t, enc))
+def _document(vm: VideoMasks, categories, tracks: list[str]) -> str:
+    labels = "".join(f"\n        <label>\n          <name>{_esc(n)}</name>\n          <type>any</type>\n"
+                     "          <attributes>\n            <attribute>\n              <name>object_id</name>\n"
+                     "              <mutable>True</mutable>\n              <input_type>text</input_type>\n"
+                     "              <default_value></default_value>\n              <values></values>\n"
+                     "            </attribute>\n          </attributes>\n        </label>" for n in categories.names)
     last = vm.num_frames - 1
-    tracks = []
-    for k, oid in enumerate(sorted(shapes)):
-        lines = [f'  <track id="{k}" label={quoteattr(vm.category(oid))} source="auto">']
-        seq = shapes[oid]
-        for i, (t, enc) in enumerate(seq):
-            lines.append(_mask_element(t, enc, False))
-            nxt = t + vm.stride
-            if nxt <= last and (i + 1 == len(seq) or seq[i + 1][0] > nxt):
-                lines.append(_mask_element(nxt, enc, True))  # gone on the next labelled frame
-        lines.append("  </track>")
-        tracks.append("\n".join(lines))
-    labels = "".join(f"\n        <label>\n          <name>{_esc(n)}</name>\n          <type>mask</type>\n"
-                     "          <attributes>\n          </attributes>\n        </label>" for n in categories.names)
     meta = (f"  <meta>\n    <task>\n      <name>{_esc(vm.video_id)}</name>\n      <size>{vm.num_frames}</size>\n"
             f"      <mode>interpolation</mode>\n      <overlap>0</overlap>\n      <start_frame>0</start_frame>\n"
             f"      <stop_frame>{last}</stop_frame>\n      <frame_filter></frame_filter>\n"
@@ -114,12 +126,47 @@ def video_to_cvat_xml(vm: VideoMasks, categories) -> str:
             + meta + "\n" + "\n".join(tracks) + ("\n" if tracks else "") + "</annotations>\n")
 
 
+def video_to_cvat_xml(vm: VideoMasks, categories) -> str:
+    """One video as polygon tracks in a "CVAT for video 1.1" document (see the module docstring)."""
+    shapes: dict[int, list[tuple[int, list]]] = {}
+    for t, objs in vm.labelled():
+        for o in objs:
+            poly = mask_to_polygon(o.mask())
+            if poly is not None:
+                shapes.setdefault(o.object_id, []).append((t, poly))
+    last = vm.num_frames - 1
+    tracks = []
+    for k, oid in enumerate(sorted(shapes)):
+        lines = [f'  <track id="{k}" label={quoteattr(vm.category(oid))} source="auto">']
+        seq = shapes[oid]
+        for i, (t, poly) in enumerate(seq):
+            lines.append(_polygon_element(t, poly, False, oid))
+            nxt = t + vm.stride
+            if nxt <= last and (i + 1 == len(seq) or seq[i + 1][0] > nxt):
+                lines.append(_polygon_element(nxt, poly, True, oid))  # gone on the next labelled frame
+        lines.append("  </track>")
+        tracks.append("\n".join(lines))
+    return _document(vm, categories, tracks)
+
+
+def video_to_cvat_masks_xml(vm: VideoMasks, categories) -> str:
+    """Every mask pixel-exact as a one-keyframe ``<mask>`` track (CVAT imports each as a shape)."""
+    tracks = []
+    for t, objs in vm.labelled():
+        for o in objs:
+            enc = mask_to_cvat_rle(o.mask())
+            if enc is not None:
+                tracks.append(f'  <track id="{len(tracks)}" label={quoteattr(vm.category(o.object_id))} '
+                              f'source="auto">\n{_mask_element(t, enc, o.object_id)}\n  </track>')
+    return _document(vm, categories, tracks)
+
+
 def _esc(text: str) -> str:
     return quoteattr(str(text))[1:-1]
 
 
 class CvatWriter(FormatWriter):
-    """Writes ``exports/cvat/<video_id>.xml`` and ``<video_id>.coco.json`` per video, ``labels.json`` once."""
+    """Writes ``exports/cvat/<video_id>.xml``, ``.masks.xml``, ``.coco.json`` per video, ``labels.json`` once."""
 
     fmt = "cvat"
 
@@ -138,12 +185,17 @@ class CvatWriter(FormatWriter):
 
         base = os.path.join(self.folder, safe_name(vm.video_id))
         xml = video_to_cvat_xml(vm, self.categories)
+        masks_xml = video_to_cvat_masks_xml(vm, self.categories)
         coco = video_to_coco(vm, self.categories, frame_name=cvat_frame_name)
+        for a in coco["annotations"]:  # mask shapes, not a mask track (CVAT has none)
+            a["attributes"] = {"object_id": a["object_id"]}
         write_text(base + ".xml", xml)
+        write_text(base + ".masks.xml", masks_xml)
         write_text(base + ".coco.json", json.dumps(coco, separators=(",", ":")))
 
     def close(self) -> str:
-        labels = [{"name": n, "type": "mask", "attributes": []} for n in self.categories.names]
+        attr = {"name": "object_id", "mutable": True, "input_type": "text", "default_value": "", "values": [""]}
+        labels = [{"name": n, "type": "any", "attributes": [attr]} for n in self.categories.names]
         write_text(os.path.join(self.folder, "labels.json"), json.dumps(labels, indent=1))
         return self.folder
 

@@ -1,8 +1,8 @@
 """Labels and the labeling-tool exports (COCO categories, merged COCO, CVAT, Label Studio), each
 checked against the format's reader where one installs here: pycocotools for COCO, Label
-Studio's own brush decoder (label-studio-converter) for its RLE, and for CVAT (neither CVAT nor
-Datumaro installs beside this project's pins) CVAT's documented XML schema and its frame-matching
-and track-rebuilding rules, read back by an independent decoder written from the documentation.
+Studio's own brush decoder and encoder (label-studio-converter) for its RLE, and for CVAT (a server)
+its documented XML schema and what its loader does with masks and tracks, read back by an
+independent decoder, plus Datumaro (CVAT's COCO reader) from its own interpreter when given.
 
 The outputs are written with ``write_video_parquet`` from synthetic ground truth: a 12-frame video
 with a "car" (id 1, present throughout), a "person" (id 2, absent on frames 4..7: occluded, then
@@ -129,7 +129,10 @@ def test_merged_coco_has_unique_ids_across_videos(tmp_path, video):
 
 # ------------------------------------------------------------------------------------- CVAT
 def _cvat_tracks(xml_path: str) -> tuple[ET.Element, dict]:
-    """Parse a CVAT-for-video-1.1 file as CVAT documents it: ``{label: [(frame, outside, keyframe, mask)]}``."""
+    """Parse a CVAT-for-video-1.1 file as CVAT documents it (and its loader reads it):
+    ``{(label, object_id): [(frame, outside, keyframe, tag, [H, W] mask)]}``; polygons rasterised."""
+    import cv2
+
     from hqseg_ray.export.cvat import cvat_rle_to_mask
 
     root = ET.parse(xml_path).getroot()
@@ -141,32 +144,62 @@ def _cvat_tracks(xml_path: str) -> tuple[ET.Element, dict]:
     for tr in root.findall("track"):
         assert set(tr.attrib) == {"id", "label", "source"}
         shapes = []
-        for m in tr:
-            assert m.tag == "mask"
-            a = m.attrib
-            runs = [int(v) for v in a["rle"].split(",")]
-            mask = cvat_rle_to_mask(runs, int(a["left"]), int(a["top"]), int(a["width"]), int(a["height"]), h, w)
-            shapes.append((int(a["frame"]), a["outside"] == "1", a["keyframe"] == "1", mask))
-        tracks[tr.attrib["label"]] = shapes
+        for el in tr:
+            a = el.attrib
+            (oid,) = [int(x.text) for x in el.findall("attribute") if x.attrib["name"] == "object_id"]
+            if el.tag == "mask":
+                runs = [int(v) for v in a["rle"].split(",")]  # as CVAT's load_anno: int() of each item
+                mask = cvat_rle_to_mask(runs, int(a["left"]), int(a["top"]), int(a["width"]), int(a["height"]), h, w)
+            else:
+                assert el.tag == "polygon"
+                pts = np.array([[float(v) for v in p.split(",")] for p in a["points"].split(";")])
+                mask = np.zeros((h, w), np.uint8)
+                cv2.fillPoly(mask, [np.round(pts).astype(np.int32)], 1)
+                mask = mask.astype(bool)
+            shapes.append((int(a["frame"]), a["outside"] == "1", a["keyframe"] == "1", el.tag, mask))
+        tracks.setdefault((tr.attrib["label"], oid), []).extend(shapes)
     return root, tracks
 
 
-def test_cvat_xml_tracks_with_keyframes_and_outside(output):
+def _iou(a, b):
+    return (a & b).sum() / max(1, (a | b).sum())
+
+
+def test_cvat_xml_polygon_tracks_with_keyframes_and_outside(output):
     folder = export_all(output, ["cvat"])["cvat"]
     root, tracks = _cvat_tracks(os.path.join(folder, "clip.xml"))
     assert sorted(lab.findtext("name") for lab in root.findall("meta/task/labels/label")) == ["car", "object", "person"]
-    car = tracks["car"]
-    assert [f for f, out, _, _ in car] == list(range(T)) and not any(out for _, out, _, _ in car)
-    person = [(f, out) for f, out, _, _ in tracks["person"]]
+    assert sorted(tracks) == [("car", 1), ("object", 7), ("person", 2)] and len(root.findall("track")) == 3
+    car = tracks[("car", 1)]
+    assert [f for f, out, _, _, _ in car] == list(range(T)) and not any(out for _, out, _, _, _ in car)
+    person = [(f, out) for f, out, _, _, _ in tracks[("person", 2)]]
     # occluded on 4..7: an outside shape on 4 ends the first stretch, a keyframe on 8 starts the next
     assert person == [(0, False), (1, False), (2, False), (3, False), (4, True)] + [(t, False) for t in range(8, T)]
-    gone = [(f, out) for f, out, _, _ in tracks["object"]]
+    gone = [(f, out) for f, out, _, _, _ in tracks[("object", 7)]]
     assert gone[-1] == (6, True) and len(gone) == 7
-    for label, oid in (("car", 1), ("person", 2), ("object", 7)):
-        for f, out, key, mask in tracks[label]:
-            assert key
+    for (label, oid), shapes in tracks.items():
+        for f, out, key, tag, mask in shapes:
+            assert key and tag == "polygon"
             if not out:
-                np.testing.assert_array_equal(mask, _mask(oid, f))
+                assert _iou(mask, _mask(oid, f)) > 0.8  # the outline of the (one-part) mask
+
+
+def test_cvat_masks_xml_is_pixel_exact_one_shape_per_frame(output):
+    """CVAT's XML loader turns a mask track into one shape from its first mask: so one track per
+    (frame, object), each a single keyframe, decoded here to the exact Parquet mask."""
+    folder = export_all(output, ["cvat"])["cvat"]
+    root, tracks = _cvat_tracks(os.path.join(folder, "clip.masks.xml"))
+    n = 0
+    for tr in root.findall("track"):
+        assert len(tr) == 1 and tr[0].tag == "mask"
+    for (label, oid), shapes in tracks.items():
+        assert label == LABELS.get(oid, "object")
+        assert sorted(f for f, *_ in shapes) == [t for t in range(T) if _present(oid, t)]
+        for f, out, key, tag, mask in shapes:
+            assert key and not out
+            np.testing.assert_array_equal(mask, _mask(oid, f))
+            n += 1
+    assert n == sum(_present(o, t) for o in (1, 2, 7) for t in range(T))
 
 
 def test_cvat_rle_matches_cvats_own_encoder():
@@ -196,10 +229,10 @@ def test_cvat_rle_matches_cvats_own_encoder():
         assert runs == expected and (left, top, w, h) == (xs.min(), ys.min(), crop.shape[1], crop.shape[0])
 
 
-def test_cvat_coco_frame_names_and_track_attributes(output):
+def test_cvat_coco_frame_names_and_attributes(output):
     """CVAT matches a COCO image to a video task's frame by name without extension
-    (``frame_%06d``), and rebuilds a track only from annotations whose attributes hold
-    ``track_id`` and ``keyframe``."""
+    (``frame_%06d``); masks come as shapes (no ``track_id``/``keyframe``: CVAT has no mask tracks)
+    with the object id in an attribute ``labels.json`` declares."""
     from pycocotools.coco import COCO
 
     folder = export_all(output, ["cvat"])["cvat"]
@@ -208,19 +241,22 @@ def test_cvat_coco_frame_names_and_track_attributes(output):
         stem = os.path.splitext(os.path.basename(img["file_name"]))[0]
         assert stem == f"frame_{img['frame_index']:06d}" and int(stem[len("frame_"):]) == img["frame_index"]
     for a in coco.anns.values():
-        assert a["attributes"]["track_id"] == a["object_id"] and a["attributes"]["keyframe"] is True
+        assert a["attributes"] == {"object_id": a["object_id"]}
+        t = coco.imgs[a["image_id"]]["frame_index"]
+        np.testing.assert_array_equal(coco.annToMask(a).astype(bool), _mask(a["object_id"], t))
     labels = json.load(open(os.path.join(folder, "labels.json")))
     assert [lab["name"] for lab in labels] == ["car", "object", "person"]
+    assert all([at["name"] for at in lab["attributes"]] == ["object_id"] for lab in labels)
 
 
 def test_cvat_xml_strided_run_keeps_unlabelled_frames_open(strided):
     folder = export_all(strided, ["cvat"])["cvat"]
     _, tracks = _cvat_tracks(os.path.join(folder, "clip.xml"))
     # stride 2: the car is a keyframe on every even frame and never outside in between
-    assert [(f, out) for f, out, _, _ in tracks["car"]] == [(t, False) for t in range(0, T, 2)]
+    assert [(f, out) for f, out, *_ in tracks[("car", 1)]] == [(t, False) for t in range(0, T, 2)]
     # the person is missing on labelled frames 4 and 6 only: outside on 4, back on 8
-    assert [(f, out) for f, out, _, _ in tracks["person"]] == [(0, False), (2, False), (4, True), (8, False),
-                                                               (10, False)]
+    assert [(f, out) for f, out, *_ in tracks[("person", 2)]] == [(0, False), (2, False), (4, True), (8, False),
+                                                                  (10, False)]
 
 
 # ------------------------------------------------------------------------------------- Label Studio
@@ -324,7 +360,7 @@ print(json.dumps(out))
 
 
 def test_cvat_coco_through_datumaro(output, tmp_path):
-    """CVAT imports COCO through Datumaro and builds tracks from each mask's attributes. Datumaro's
+    """CVAT imports COCO through Datumaro (then makes a shape of each mask). Datumaro's
     pins clash with this project's, so it runs from its own interpreter: set
     HQSEG_DATUMARO_PYTHON to a Python with datumaro installed (skipped otherwise)."""
     import shutil
@@ -344,10 +380,10 @@ def test_cvat_coco_through_datumaro(output, tmp_path):
     assert len(masks) == sum(_present(o, t) for o in (1, 2, 7) for t in range(T))
     for m in masks:
         t = int(m["item"][len("frame_"):])  # CVAT's fallback match for video tasks: frame_<n>
-        a = m["attributes"]
-        assert a["keyframe"] is True and a["track_id"] in (1, 2, 7)  # what CVAT needs to rebuild a track
-        assert m["label"] == LABELS.get(a["track_id"], "object")
-        assert m["pixels"] == np.flatnonzero(_mask(a["track_id"], t).reshape(-1)).tolist()
+        oid = m["attributes"]["object_id"]
+        assert "track_id" not in m["attributes"] and "keyframe" not in m["attributes"]  # shapes, not a track
+        assert m["label"] == LABELS.get(oid, "object")
+        assert m["pixels"] == np.flatnonzero(_mask(oid, t).reshape(-1)).tolist()
 
 
 def test_labelstudio_rle_is_byte_identical_to_label_studios_encoder():
