@@ -28,13 +28,22 @@ class ExportCommand:
         p.add_argument("--review-items", type=int, default=100, metavar="N",
                        help="review: at most N items per video in exports/review/tasks.* (the per-video "
                             "review/<id>.json keeps all)")
+        for name, default, what in (("low-score", 0.7, "a mask scored below this is low_score"),
+                                    ("score-drop", 0.2, "a fall of the score by this much is score_drop"),
+                                    ("area-jump", 2.0, "an area growing or shrinking by this factor is area_jump"),
+                                    ("stitch-iou", 0.5, "box IoU below this across a chunk boundary is stitched")):
+            p.add_argument(f"--review-{name}", type=float, default=default, metavar="X",
+                           help=f"review: {what} (default {default:g})")
 
     def run(self, args: argparse.Namespace) -> int:
         formats = [f.strip() for arg in args.formats for f in arg.split(",") if f.strip()]
         ls = {"as_annotations": args.as_annotations}
         if args.image_root is not None:
             ls["image_root"] = args.image_root
-        options = {"labelstudio": ls, "review": {"max_items_per_video": args.review_items}}
+        options = {"labelstudio": ls, "review": {
+            "max_items_per_video": args.review_items, "low_score": args.review_low_score,
+            "score_drop": args.review_score_drop, "area_jump": args.review_area_jump,
+            "stitch_iou": args.review_stitch_iou}}
         try:
             paths, failed = export_all(args.output, formats, args.videos, davis_remap=args.davis_remap,
                                        options=options), None

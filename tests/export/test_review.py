@@ -149,6 +149,10 @@ def test_export_review_task_list_via_cli(tmp_path, capsys):
     assert len(rows) == 6 and rows[0]["reasons"] == "|".join(tasks[0]["reasons"])
     assert float(rows[0]["x"]) == tasks[0]["bbox_xywh"][0]
     assert all(os.path.exists(review_path(out, v)) for v in ("a", "b"))  # the full per-video queues
+    # thresholds from the command line: nothing is low at 0.4, so (3, 1) keeps only its score drop
+    assert main(["export", out, "--format", "review", "--review-low-score", "0.4"]) == 0
+    q = load_review(out, "a", rebuild=False)
+    assert q["thresholds"]["low_score"] == 0.4 and q["counts"]["low_score"] == 0
 
 
 def test_build_review_accepts_a_pyarrow_table():
