@@ -395,3 +395,50 @@ def test_labelstudio_rle_is_byte_identical_to_label_studios_encoder():
              rng.random((31, 17)) < 0.5, rng.random((64, 64)) < 0.02, _mask(2, 3), _mask(1, 0)]
     for m in cases:
         assert mask_to_ls_rle(m) == [int(v) for v in brush.mask2rle(m.astype(np.uint8) * 255)]
+
+
+_FIFTYONE_CHECK = r"""
+import json, sys
+import fiftyone as fo
+ds = fo.Dataset.from_dir(dataset_type=fo.types.COCODetectionDataset, data_path=sys.argv[1],
+                         labels_path=sys.argv[2], label_types=["segmentations"], include_id=True)
+fields = [n for n, f in ds.get_field_schema().items()
+          if getattr(f, "document_type", None) is fo.Detections]
+out = []
+for s in ds:
+    dets = s[fields[0]].detections if s[fields[0]] else []
+    out.append({"file": s.filepath, "dets": [{"label": d.label, "object_id": d["object_id"],
+                                              "pixels": int(d.mask.sum())} for d in dets]})
+print(json.dumps(out))
+"""
+
+
+def test_coco_loads_in_fiftyone_as_documented(output, video, tmp_path):
+    """docs/formats.md's FiftyOne loader on the ``coco`` export. FiftyOne (and its MongoDB) cannot
+    share this venv: set HQSEG_FIFTYONE_PYTHON to a Python with fiftyone (skipped otherwise)."""
+    import subprocess
+
+    from PIL import Image
+
+    from hqseg_ray.video import read_frames
+
+    python = os.environ.get("HQSEG_FIFTYONE_PYTHON")
+    if not python:
+        pytest.skip("HQSEG_FIFTYONE_PYTHON is not set (a Python with fiftyone; it cannot share this venv)")
+    folder = export_all(output, ["coco"])["coco"]
+    frames = read_frames(video, 0, T)[0]
+    data = tmp_path / "JPEGImages"
+    (data / "clip").mkdir(parents=True)
+    for t, f in enumerate(frames):  # extracted as the docs say: <video_id>/00000.jpg
+        Image.fromarray(f).save(data / "clip" / f"{t:05d}.jpg")
+    env = dict(os.environ, FIFTYONE_DATABASE_DIR=str(tmp_path / "fodb"))
+    res = subprocess.run([python, "-c", _FIFTYONE_CHECK, str(data), os.path.join(folder, "clip.json")],
+                         capture_output=True, text=True, timeout=600, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    samples = json.loads(res.stdout.strip().splitlines()[-1])
+    assert len(samples) == T
+    for s in samples:
+        t = int(os.path.splitext(os.path.basename(s["file"]))[0])
+        got = sorted((d["object_id"], d["label"], d["pixels"]) for d in s["dets"])
+        want = sorted((o, LABELS.get(o, "object"), int(_mask(o, t).sum())) for o in (1, 2, 7) if _present(o, t))
+        assert got == want, t
