@@ -413,9 +413,45 @@ print(json.dumps(out))
 """
 
 
-def test_coco_loads_in_fiftyone_as_documented(output, video, tmp_path):
+@pytest.fixture()
+def fiftyone_env(tmp_path):
+    """Environment for the FiftyOne interpreter: a MongoDB started here on 127.0.0.1 from
+    HQSEG_MONGOD (a mongod binary) unless FIFTYONE_DATABASE_URI names one; stopped afterwards."""
+    import socket
+    import subprocess
+    import time
+
+    env = dict(os.environ, FIFTYONE_DO_NOT_TRACK="true", FIFTYONE_DATABASE_VALIDATION="false")
+    mongod = os.environ.get("HQSEG_MONGOD")
+    if os.environ.get("FIFTYONE_DATABASE_URI") or not mongod:
+        yield env
+        return
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (tmp_path / "mongo").mkdir()
+    proc = subprocess.Popen([mongod, "--dbpath", str(tmp_path / "mongo"), "--bind_ip", "127.0.0.1",
+                             "--port", str(port), "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"mongod {mongod!r} did not start on 127.0.0.1:{port}")
+                time.sleep(0.2)
+        yield dict(env, FIFTYONE_DATABASE_URI=f"mongodb://127.0.0.1:{port}")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_coco_loads_in_fiftyone_as_documented(output, video, tmp_path, fiftyone_env):
     """docs/formats.md's FiftyOne loader on the ``coco`` export. FiftyOne (and its MongoDB) cannot
-    share this venv: set HQSEG_FIFTYONE_PYTHON to a Python with fiftyone (skipped otherwise)."""
+    share this venv: set HQSEG_FIFTYONE_PYTHON to a Python with fiftyone and pycocotools, and
+    HQSEG_MONGOD to a mongod when FiftyOne cannot start its own (skipped without the former)."""
     import subprocess
 
     from PIL import Image
@@ -431,9 +467,8 @@ def test_coco_loads_in_fiftyone_as_documented(output, video, tmp_path):
     (data / "clip").mkdir(parents=True)
     for t, f in enumerate(frames):  # extracted as the docs say: <video_id>/00000.jpg
         Image.fromarray(f).save(data / "clip" / f"{t:05d}.jpg")
-    env = dict(os.environ, FIFTYONE_DATABASE_DIR=str(tmp_path / "fodb"))
     res = subprocess.run([python, "-c", _FIFTYONE_CHECK, str(data), os.path.join(folder, "clip.json")],
-                         capture_output=True, text=True, timeout=600, env=env)
+                         capture_output=True, text=True, timeout=600, env=fiftyone_env)
     assert res.returncode == 0, res.stderr[-3000:]
     samples = json.loads(res.stdout.strip().splitlines()[-1])
     assert len(samples) == T
