@@ -13,7 +13,7 @@ import pytest
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
-def test_labelled_video_through_the_stages(tmp_path):
+def test_labelled_video_through_the_stages(tmp_path, monkeypatch):
     from hqseg_ray.config import JobConfig
     from hqseg_ray.export.formats import export_all
     from hqseg_ray.export.review import load_review
@@ -36,6 +36,9 @@ def test_labelled_video_through_the_stages(tmp_path):
         "chunking": {"chunk_frames": 8, "overlap": 2, "stride": 2},
         "compute": {"torch_threads": 1}, "output": {"path": str(out)}})
     cfg_json = config.model_dump_json()
+    # the stage names its worker from Ray's runtime context, which would start a Ray instance here
+    monkeypatch.setattr("hqseg_ray.pipeline.segment._node_id", lambda: "test")
+    monkeypatch.setattr("hqseg_ray.pipeline.segment._gpu_ids", lambda: "")
     (job_row,) = manifest_rows(config)
     chunks = PlanStage(config)(job_row)  # 12 frames at stride 2: one chunk of 6 processed frames
     segment = SegmentStage(cfg_json)
