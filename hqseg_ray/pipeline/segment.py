@@ -25,6 +25,8 @@ def _node_id() -> str:
     try:
         import ray
 
+        if not ray.is_initialized():  # get_runtime_context() would start a Ray instance here
+            return socket.gethostname()
         return ray.get_runtime_context().get_node_id()[:12]
     except Exception:  # noqa: BLE001 -- called outside Ray (unit tests)
         return socket.gethostname()
@@ -34,6 +36,8 @@ def _gpu_ids() -> str:
     try:
         import ray
 
+        if not ray.is_initialized():  # get_gpu_ids() would start a Ray instance here
+            return "-"
         return ",".join(str(g) for g in ray.get_gpu_ids()) or "-"
     except Exception:  # noqa: BLE001
         return "-"
