@@ -22,7 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("hqseg_ray.synth.dataset:SynthCommand", "write synthetic videos with ground truth (MP4, DAVIS PNG, manifests)"),
     "train-toy": ("hqseg_ray.train.toy:TrainToyCommand", "train the toy model (toy, trained on synthetic scenes) on the CPU"),
     "eval": ("hqseg_ray.eval.command:EvalCommand", "score Parquet masks against DAVIS-layout ground truth (J, F, J&F, ID switches)"),
-    "export": ("hqseg_ray.export.formats:ExportCommand", "write COCO / YouTube-VIS / DAVIS PNG / overlay MP4 exports from a job's Parquet output"),
+    "export": ("hqseg_ray.export.command:ExportCommand", "write COCO / YouTube-VIS / DAVIS PNG / overlay MP4 / CVAT / Label Studio / review-queue exports from a job's Parquet output"),
     "doctor": ("hqseg_ray.doctor:DoctorCommand", "check a GPU node before a big job: driver/CUDA/torch, Ray's GPUs and labels, checkpoint, a timed one-frame run"),
     "bench": ("hqseg_ray.bench:BenchCommand", "benchmark the engine, the naive loop, the bulk job, scaling and Serve; JSON + markdown + plots"),
 }

@@ -585,7 +585,7 @@ class OutputConfig(_Strict):
 
     path: str = Field("hqseg-out", description="Output location: masks/video_id=<id>/*.parquet and videos.parquet "
                                                "(a local path, file://, s3://, gs:// or an fsspec URL).")
-    formats: list[Literal["coco", "ytvis", "davis", "overlay"]] = Field(
+    formats: list[Literal["coco", "coco-merged", "ytvis", "davis", "overlay", "cvat", "labelstudio", "review"]] = Field(
         default_factory=list, description="Extra exports written after the job from the Parquet output.")
     overwrite: bool = Field(
         False, description="Redo videos already written with the same config hash (default: skip them — resume).")

@@ -205,6 +205,10 @@ class PromptSpec(_BaseModel):
     box: Optional[list[float]] = _Field(None, description="[x1, y1, x2, y2] pixels of the displayed frame.")
     mask: Optional[dict] = _Field(
         None, description="COCO RLE {size: [H, W], counts: str | list[int]} at the frame's size.")
+    label: Optional[str] = _Field(
+        None, description="Category name of the object (e.g. 'person'); carried to the masks' label column "
+        "and the exports' categories. One label per object; on a detector box (no object_id) it labels the "
+        "track the box is matched to.")
 
 
 class ManifestRow(_BaseModel):
@@ -220,6 +224,11 @@ class ManifestRow(_BaseModel):
         None, description="Force automatic object discovery on (true) or off (false) for this video; "
         "null follows the job config.")
     meta: Optional[dict] = _Field(None, description="Free-form user data carried into the status table.")
+    labels: Optional[dict[int, str]] = _Field(
+        None, description="Category name per object id, e.g. {\"1\": \"person\"} (same as a prompt's label).")
+    default_label: Optional[str] = _Field(
+        None, description="Category of objects with no label of their own: detector boxes (no object_id) and "
+        "automatically discovered objects. Null: they have no label (exports call them 'object').")
 
     @_model_validator(mode="after")
     def _default_id(self) -> "ManifestRow":
@@ -228,6 +237,15 @@ class ManifestRow(_BaseModel):
         if not self.video_id:
             self.video_id = video_id_from_uri(self.video)
         return self
+
+    def object_labels(self) -> dict[int, str]:
+        """``{object_id: label}`` from ``labels`` and the prompts' ``label`` (call
+        :func:`validate_prompts` first: conflicting labels are reported there)."""
+        out = {int(k): v for k, v in (self.labels or {}).items() if v}
+        for p in self.prompts:
+            if p.label and p.object_id is not None:
+                out.setdefault(int(p.object_id), p.label)
+        return out
 
 
 class PromptValidationError(ValueError):
@@ -284,12 +302,39 @@ def validate_prompts(row: ManifestRow, info: Any = None) -> None:
             problems += [f"{where}: {msg}" for msg in _rle_problems(p.mask, size, rle_decode)]
         if p.object_id is not None:
             seen.setdefault((p.object_id, p.frame), []).append(i)
+        problems += [f"{where}: {msg}" for msg in _label_problems(p.label)]
     for (oid, frame), idx in seen.items():
         if len(idx) > 1:
             problems.append(f"prompts {idx} (frame {frame}): object {oid} is prompted {len(idx)} times "
                             "on one frame; merge them into one prompt (points and a box may be combined)")
+    problems += _object_label_problems(row)
     if problems:
         raise PromptValidationError(row.video_id or video_id_from_uri(row.video), problems)
+
+
+def _label_problems(label: Optional[str]) -> list[str]:
+    if label is None:
+        return []
+    if not label.strip() or label != label.strip():
+        return [f"label {label!r} must be a non-empty name without leading or trailing spaces"]
+    return []
+
+
+def _object_label_problems(row: "ManifestRow") -> list[str]:
+    """One label per object: ``labels`` and the prompts must agree."""
+    problems = [f"labels[{k}]: {msg}" for k, v in (row.labels or {}).items() for msg in _label_problems(v)]
+    problems += [f"default_label: {msg}" for msg in _label_problems(row.default_label)]
+    named: dict[int, dict[str, list[str]]] = {}
+    for k, v in (row.labels or {}).items():
+        named.setdefault(int(k), {}).setdefault(v, []).append(f"labels[{k}]")
+    for i, p in enumerate(row.prompts):
+        if p.label and p.object_id is not None:
+            named.setdefault(int(p.object_id), {}).setdefault(p.label, []).append(f"prompt {i}")
+    for oid, names in sorted(named.items()):
+        if len(names) > 1:
+            said = "; ".join(f"{name!r} by {', '.join(w)}" for name, w in names.items())
+            problems.append(f"object {oid} has {len(names)} labels ({said}); give each object one label")
+    return problems
 
 
 def _rle_problems(rle: dict, size: Optional[tuple[int, int]], rle_decode) -> list[str]:

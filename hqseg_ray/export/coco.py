@@ -1,27 +1,35 @@
-"""COCO instances JSON, one file per video: ``OUTPUT/exports/coco/<video_id>.json``.
+"""COCO instances JSON: one file per video (``coco``), or one for all videos (``coco-merged``).
+
+    OUTPUT/exports/coco/<video_id>.json          per video; image id = frame_index + 1
+    OUTPUT/exports/coco-merged/instances.json    all exported videos, ids unique across them
 
 One file per video because labeling tools (CVAT, Label Studio, Datumaro/FiftyOne) import a video's
 frames as one task or dataset, and a file per video keeps the export's memory to one video.
 
-* ``images``: one per frame of the video (empty frames included), ``id = frame_index + 1``,
-  ``file_name = "<video_id>/00000.jpg"`` (DAVIS ``JPEGImages`` layout), ``width``, ``height``,
+* ``images``: one per *labelled* frame of the video (every frame, or every ``chunking.stride``-th:
+  a frame the job never looked at is left out rather than exported as an empty frame), with
+  ``file_name`` ``<video_id>/00000.jpg`` (DAVIS ``JPEGImages`` layout), ``width``, ``height``,
   ``frame_index``, ``video_id``.
 * ``annotations``: one per non-empty (frame, object) mask: ``segmentation`` compressed RLE
   ``{"size": [H, W], "counts": str}``, ``area`` (pixels), ``bbox`` ``[x, y, w, h]``,
-  ``category_id`` 1, ``iscrowd`` 0 (RLE here is a normal instance mask, not a crowd region),
-  ``score``, ``track_id`` (the object id, also in ``attributes`` with ``source``).
-* ``categories``: ``[{"id": 1, "name": "object"}]``.
+  ``category_id`` (from the object's label), ``iscrowd`` 0 (a normal instance mask, not a crowd
+  region), ``score``, ``track_id``, ``object_id``, ``source``, and ``attributes``
+  ``{"track_id", "keyframe": true, "occluded": false}`` (Datumaro-style track attributes; CVAT
+  has no mask tracks, so :mod:`hqseg_ray.export.cvat` writes its own variant).
+* ``categories``: the output's labels (:class:`~hqseg_ray.export.categories.Categories`).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
-from hqseg_ray.export.formats import FormatWriter, VideoMasks, run_writers, safe_name, write_atomic
+from hqseg_ray.export.formats import FormatWriter, VideoMasks, run_writers, safe_name, upload_atomic
+from hqseg_ray.export.io import write_text
 
-CATEGORIES = [{"id": 1, "name": "object", "supercategory": "object"}]
+CATEGORIES = [{"id": 1, "name": "object", "supercategory": "object"}]  # an output without labels
+_COMPACT = (",", ":")
 
 
 def frame_file_name(video_id: str, frame_index: int) -> str:
@@ -29,21 +37,38 @@ def frame_file_name(video_id: str, frame_index: int) -> str:
     return f"{video_id}/{frame_index:05d}.jpg"
 
 
-def video_to_coco(vm: VideoMasks) -> dict:
-    """One video's masks as a COCO instances dict (see the module docstring for the fields)."""
+def video_to_coco(vm: VideoMasks, categories=None, frame_name: Callable[[str, int], str] = frame_file_name,
+                  first_image_id: Optional[int] = None, first_annotation_id: int = 1,
+                  track_id: Optional[Callable[[int], int]] = None) -> dict:
+    """One video's masks as a COCO instances dict (see the module docstring for the fields).
+
+    Args:
+        categories: a :class:`~hqseg_ray.export.categories.Categories` (default: the video's own labels).
+        frame_name: ``(video_id, frame_index) -> file_name``.
+        first_image_id: None numbers images ``frame_index + 1``; else consecutively from it.
+        first_annotation_id: the first annotation id.
+        track_id: ``object_id -> track_id`` (default: the object id).
+    """
+    from hqseg_ray.export.categories import Categories
+
+    cats = categories or Categories([vm.category(o) for o in vm.object_ids])
+    tid = track_id or (lambda oid: oid)
     images, annotations = [], []
-    for t, objs in vm.frames():
-        images.append({"id": t + 1, "file_name": frame_file_name(vm.video_id, t), "width": vm.width,
+    for k, (t, objs) in enumerate(vm.labelled()):
+        image_id = t + 1 if first_image_id is None else first_image_id + k
+        images.append({"id": image_id, "file_name": frame_name(vm.video_id, t), "width": vm.width,
                        "height": vm.height, "frame_index": t, "video_id": vm.video_id})
         for o in objs:
             annotations.append({
-                "id": len(annotations) + 1, "image_id": t + 1, "category_id": 1, "iscrowd": 0,
-                "segmentation": o.rle, "area": o.area, "bbox": o.bbox_xywh, "score": o.score,
-                "track_id": o.object_id, "attributes": {"track_id": o.object_id, "source": o.source},
+                "id": first_annotation_id + len(annotations), "image_id": image_id,
+                "category_id": cats.id_of(o.label), "iscrowd": 0, "segmentation": o.rle, "area": o.area,
+                "bbox": o.bbox_xywh, "score": o.score, "track_id": tid(o.object_id), "object_id": o.object_id,
+                "source": o.source,
+                "attributes": {"track_id": tid(o.object_id), "keyframe": True, "occluded": False},
             })
     info = {"description": f"hqseg-ray masks of video {vm.video_id!r}", "video_id": vm.video_id,
-            "video": vm.uri, "frames": vm.num_frames}
-    return {"info": info, "licenses": [], "categories": CATEGORIES, "images": images, "annotations": annotations}
+            "video": vm.uri, "frames": vm.num_frames, "stride": vm.stride}
+    return {"info": info, "licenses": [], "categories": cats.coco, "images": images, "annotations": annotations}
 
 
 class CocoWriter(FormatWriter):
@@ -52,14 +77,95 @@ class CocoWriter(FormatWriter):
     fmt = "coco"
 
     def __init__(self, output_dir: str) -> None:
+        self.output_dir = output_dir
         self.folder = os.path.join(output_dir, "exports", "coco")
+        self.categories = None
+
+    def open(self) -> None:
+        from hqseg_ray.export.categories import Categories
+
+        super().open()
+        self.categories = Categories.of_output(self.output_dir)
 
     def add(self, vm: VideoMasks) -> None:
         path = os.path.join(self.folder, f"{safe_name(vm.video_id)}.json")
-        write_atomic(path, json.dumps(video_to_coco(vm), separators=(",", ":")))
+        write_text(path, json.dumps(video_to_coco(vm, self.categories), separators=_COMPACT))
 
     def close(self) -> str:
         return self.folder
+
+
+class CocoMergedWriter(FormatWriter):
+    """``exports/coco-merged/instances.json``: every exported video in one COCO file.
+
+    Image, annotation and track ids are unique across videos (1, 2, … in export order; a track is
+    one (video, object)); each image keeps ``video_id`` and ``frame_index``, each annotation its
+    ``object_id``. Streamed through two temporary files, so memory holds one video.
+    """
+
+    fmt = "coco-merged"
+
+    def __init__(self, output_dir: str) -> None:
+        self.output_dir = output_dir
+        self.folder = os.path.join(output_dir, "exports", "coco-merged")
+        self.path = os.path.join(self.folder, "instances.json")
+        self._tmp = ""  # a local scratch folder (not the output): the parts and the assembled file
+        self._parts: dict = {}
+        self._files: dict = {}
+        self.n_images = self.n_annotations = self.n_tracks = 0
+        self.videos: list[dict] = []
+
+    def open(self) -> None:
+        from hqseg_ray.export.categories import Categories
+
+        import tempfile
+
+        super().open()
+        self.categories = Categories.of_output(self.output_dir)
+        self._tmp = tempfile.mkdtemp(prefix="hqseg-coco-merged-")
+        self._parts = {k: os.path.join(self._tmp, f"{k}.json") for k in ("images", "annotations")}
+        self._files = {k: open(p, "w") for k, p in self._parts.items()}
+
+    def add(self, vm: VideoMasks) -> None:
+        tracks = {oid: self.n_tracks + i + 1 for i, oid in enumerate(vm.object_ids)}
+        coco = video_to_coco(vm, self.categories, first_image_id=self.n_images + 1,
+                             first_annotation_id=self.n_annotations + 1, track_id=tracks.__getitem__)
+        for key in ("images", "annotations"):
+            text = [json.dumps(x, separators=_COMPACT) for x in coco[key]]
+            if text:
+                n = self.n_images if key == "images" else self.n_annotations
+                self._files[key].write(("," if n else "") + ",".join(text))
+        self.n_images += len(coco["images"])
+        self.n_annotations += len(coco["annotations"])
+        self.n_tracks += len(tracks)
+        self.videos.append({"video_id": vm.video_id, "video": vm.uri, "frames": vm.num_frames, "stride": vm.stride,
+                            "tracks": {str(o): t for o, t in tracks.items()}})
+
+    def close(self) -> str:
+        import shutil
+
+        for f in self._files.values():
+            f.close()
+        head = {"info": {"description": "hqseg-ray masks, all exported videos", "videos": self.videos},
+                "licenses": [], "categories": self.categories.coco}
+        tmp = os.path.join(self._tmp, "instances.json")
+        with open(tmp, "w") as f:
+            f.write(json.dumps(head, separators=_COMPACT)[:-1] + ',"images":[')
+            for key, closing in (("images", '],"annotations":['), ("annotations", "]}")):
+                with open(self._parts[key]) as src:
+                    shutil.copyfileobj(src, f)
+                f.write(closing)
+        upload_atomic(self.path, tmp)
+        self.discard()
+        return self.path
+
+    def discard(self) -> None:
+        for f in self._files.values():
+            f.close()
+        if self._tmp:
+            import shutil
+
+            shutil.rmtree(self._tmp, ignore_errors=True)
 
 
 def export_coco(output_dir: str, video_ids: Optional[Sequence[str]] = None) -> str:

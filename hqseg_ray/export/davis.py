@@ -1,7 +1,9 @@
 """DAVIS palette PNG folders: ``OUTPUT/exports/davis/<video_id>/00000.png``, one per frame.
 
 Each PNG is mode ``P`` with the standard DAVIS (PASCAL VOC) palette, pixel value = object id,
-0 = background; every frame of the video gets a PNG, empty frames included. Where masks overlap
+0 = background; every labelled frame of the video gets a PNG, empty frames included (with
+``chunking.stride`` > 1 only every stride-th frame was labelled: the others get no PNG, rather
+than an empty one that DAVIS scoring would count as "object absent"). Where masks overlap
 the higher-scoring object is on top (equal scores: the larger id). Ids must lie in 1..255 (a PNG
 palette index); with ``remap=True`` the ids of a video are renumbered 1..K in ascending order and
 ``ids.json`` (``{"<png value>": object_id}``) is written next to the PNGs.
@@ -56,7 +58,7 @@ def write_davis_video(vm: VideoMasks, folder: str, remap: bool = False) -> int:
     values = palette_values(vm, remap)  # fails before anything is written
     store = open_store(folder)
     written = set()
-    for t, objs in vm.frames():
+    for t, objs in vm.labelled():
         im = Image.fromarray(id_map(objs, vm.height, vm.width, values), mode="P")
         im.putpalette(DAVIS_PALETTE)
         buf = io.BytesIO()

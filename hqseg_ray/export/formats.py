@@ -1,4 +1,4 @@
-"""Exports from the Parquet output: COCO, YouTube-VIS, DAVIS palette PNGs and overlay videos.
+"""Exports from the Parquet output: COCO, YouTube-VIS, DAVIS PNGs, overlays, CVAT, Label Studio.
 
 Everything here reads ``OUTPUT/masks/video_id=<id>/*.parquet`` (one row per frame and object, see
 ``docs/formats.md``) and ``OUTPUT/videos.parquet`` (one status row per video), one video at a
@@ -12,16 +12,18 @@ Layout written under OUTPUT::
 
     exports/coco/<video_id>.json         COCO instances, one file per video (compressed RLE)
     exports/ytvis/instances.json         YouTube-VIS, one file for all exported videos
-    exports/davis/<video_id>/00000.png   palette PNG per frame, pixel value = object id
+    exports/coco-merged/instances.json   COCO, all exported videos, ids unique across them
+    exports/davis/<video_id>/00000.png   palette PNG per labelled frame, pixel value = object id
     overlay/<video_id>.mp4, .png         H.264 overlay video and a one-frame preview
+    exports/cvat/<video_id>.xml, .coco.json   CVAT for video 1.1 tracks; COCO with CVAT frame names
+    exports/labelstudio/<video_id>.json  Label Studio tasks, brush masks per labelled frame
+    review/<video_id>.json, exports/review/tasks.{json,csv}   the review queue and its task list
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
-import sys
 import urllib.parse
 from dataclasses import dataclass
 from typing import Iterator, Optional, Sequence
@@ -30,10 +32,12 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("coco", "ytvis", "davis", "overlay")
+FORMATS = ("coco", "coco-merged", "ytvis", "davis", "overlay", "cvat", "labelstudio", "review")
 
 MASK_COLUMNS = ("frame_index", "pts_time", "object_id", "score", "rle_counts", "rle_size",
-                "bbox_xywh", "area", "source")
+                "bbox_xywh", "area", "source", "chunk_index", "label")
+OPTIONAL_COLUMNS = ("chunk_index", "label")  # absent from files of schema version 1 (label) or foreign ones
+DEFAULT_CATEGORY = "object"  # the category of objects without a label
 
 
 class ExportError(ValueError):
@@ -58,6 +62,7 @@ class ObjectMask:
         bbox_xywh: ``[x, y, w, h]`` float pixels (COCO convention).
         area: mask pixels.
         source: ``prompt`` | ``track`` | ``auto`` | ``stitch``.
+        label: category name, None when the object has none.
     """
 
     object_id: int
@@ -66,6 +71,7 @@ class ObjectMask:
     bbox_xywh: list
     area: int
     source: str
+    label: Optional[str] = None
 
     def mask(self) -> np.ndarray:
         """``[H, W]`` bool mask."""
@@ -93,14 +99,25 @@ class VideoMasks:
             masked frame + 1); when the source cannot be probed, the larger of the status row's
             ``frames`` (frames with results) and the last masked frame + 1, with a warning.
         height, width: mask size (``rle_size``), else the probed frame size.
+        stride: the job's ``chunking.stride`` (masks file metadata; 1 when unknown): only frames
+            ``t % stride == 0`` were labelled, the others were never looked at.
+        labels: ``{object_id: label}`` of the objects that have one.
     """
 
-    def __init__(self, ref: VideoRef, table) -> None:
+    def __init__(self, ref: VideoRef, table, meta: Optional[dict] = None) -> None:
         self.video_id, self.uri = ref.video_id, ref.uri
         self._info = None
+        meta = meta or {}
+        self.stride = max(1, int(meta.get("stride") or 1))
         table = table.sort_by([("frame_index", "ascending"), ("object_id", "ascending")])
         self._fi = np.asarray(table.column("frame_index").to_numpy(), dtype=np.int64)
-        self._cols = {c: table.column(c).to_pylist() for c in MASK_COLUMNS if c != "frame_index"}
+        self._cols = {c: (table.column(c).to_pylist() if c in table.column_names else [None] * table.num_rows)
+                      for c in MASK_COLUMNS if c != "frame_index"}
+        self.labels = {int(o): lab for o, lab in zip(self._cols["object_id"], self._cols["label"]) if lab}
+        if self.stride > 1 and np.any(self._fi % self.stride):
+            logger.warning("video %r: masks on frames off the stride-%d grid; exporting every frame",
+                           self.video_id, self.stride)
+            self.stride = 1
         sizes = {tuple(s) for s in self._cols["rle_size"]}
         if len(sizes) > 1:
             raise ValueError(f"video {self.video_id!r}: masks of different sizes {sorted(sizes)}")
@@ -113,7 +130,7 @@ class VideoMasks:
                 raise ValueError(f"video {self.video_id!r} has no masks and its source cannot be read: {exc}") from exc
             logger.warning("video %r: source not readable (%s); frame count taken from the masks, trailing "
                            "frames without masks may be missing from the export", self.video_id, exc)
-            self.num_frames = max(int(ref.frames or 0), last)
+            self.num_frames = max(int(meta.get("num_frames") or ref.frames or 0), last)
             return
         self.num_frames = max(info.num_frames, last)
         if not self.height:
@@ -143,13 +160,31 @@ class VideoMasks:
                 continue  # the object is lost on this frame: no annotation, no pixels
             out.append(ObjectMask(int(c["object_id"][i]), float(c["score"][i]),
                                   {"size": [int(v) for v in c["rle_size"][i]], "counts": c["rle_counts"][i]},
-                                  [float(v) for v in c["bbox_xywh"][i]], int(c["area"][i]), str(c["source"][i])))
+                                  [float(v) for v in c["bbox_xywh"][i]], int(c["area"][i]), str(c["source"][i]),
+                                  c["label"][i] or None))
         return out
 
     def frames(self) -> Iterator[tuple[int, list[ObjectMask]]]:
         """``(frame_index, masks)`` for every frame ``0 .. num_frames - 1`` (empty lists included)."""
         for t in range(self.num_frames):
             yield t, self.at(t)
+
+    def labelled(self) -> Iterator[tuple[int, list[ObjectMask]]]:
+        """:meth:`frames` restricted to the labelled frames (``t % stride == 0``): the only frames an
+        export may call empty; with stride 1, every frame."""
+        for t in range(0, self.num_frames, self.stride):
+            yield t, self.at(t)
+
+    def category(self, object_id: int) -> str:
+        """The object's category name (its label, else ``"object"``)."""
+        return self.labels.get(int(object_id)) or DEFAULT_CATEGORY
+
+    def review(self, **kwargs) -> dict:
+        """This video's review queue (:func:`hqseg_ray.export.review.build_review`)."""
+        from hqseg_ray.export.review import build_review
+
+        cols = dict(self._cols, frame_index=self._fi.tolist())
+        return build_review(cols, self.video_id, self.num_frames, self.stride, video=self.uri, **kwargs)
 
     def busiest_frame(self) -> int:
         """Index of the first frame with the most non-empty masks (0 when there are none)."""
@@ -223,10 +258,15 @@ def load_video(ref: VideoRef) -> VideoMasks:
 
     from hqseg_ray.storage import split_uri
 
+    from hqseg_ray.export.parquet import read_video_meta
+
     files = _mask_files(ref.mask_dir) if ref.mask_dir else []
-    tables = [store.read_table(name, columns=list(MASK_COLUMNS)) for store, name in map(split_uri, files)]
+    tables = []
+    for store, name in map(split_uri, files):
+        names = set(store.read_schema(name).names)
+        tables.append(store.read_table(name, columns=[c for c in MASK_COLUMNS if c in names or c not in OPTIONAL_COLUMNS]))
     table = pa.concat_tables(tables, promote_options="permissive") if tables else _empty_table()
-    return VideoMasks(ref, table)
+    return VideoMasks(ref, table, read_video_meta(files[0]) if files else None)
 
 
 def _empty_table():
@@ -327,63 +367,50 @@ def run_writers(output_dir: str, writers: Sequence[FormatWriter],
     return paths
 
 
-def make_writers(output_dir: str, formats: Sequence[str], davis_remap: bool = False) -> list[FormatWriter]:
-    """Writers for ``formats`` (duplicates ignored); raises ValueError for an unknown format."""
-    from hqseg_ray.export.coco import CocoWriter
+def make_writers(output_dir: str, formats: Sequence[str], davis_remap: bool = False,
+                 options: Optional[dict] = None) -> list[FormatWriter]:
+    """Writers for ``formats`` (duplicates ignored); raises ValueError for an unknown format.
+    ``options``: ``{format: {keyword: value}}`` passed to that format's writer."""
+    from hqseg_ray.export.coco import CocoMergedWriter, CocoWriter
+    from hqseg_ray.export.cvat import CvatWriter
     from hqseg_ray.export.davis import DavisWriter
+    from hqseg_ray.export.labelstudio import LabelStudioWriter
     from hqseg_ray.export.overlay import OverlayWriter
+    from hqseg_ray.export.review import ReviewWriter
     from hqseg_ray.export.ytvis import YtvisWriter
 
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise ValueError(f"unknown export format(s) {unknown}; choose from {list(FORMATS)}")
-    make = {"coco": CocoWriter, "ytvis": YtvisWriter, "overlay": OverlayWriter,
-            "davis": lambda out: DavisWriter(out, remap=davis_remap)}
-    return [make[f](output_dir) for f in dict.fromkeys(formats)]
+    make = {"coco": CocoWriter, "coco-merged": CocoMergedWriter, "ytvis": YtvisWriter, "overlay": OverlayWriter,
+            "davis": lambda out, **kw: DavisWriter(out, remap=davis_remap, **kw), "cvat": CvatWriter,
+            "labelstudio": LabelStudioWriter, "review": ReviewWriter}
+    return [make[f](output_dir, **(options or {}).get(f, {})) for f in dict.fromkeys(formats)]
 
 
 def export_all(output_dir: str, formats: Sequence[str], video_ids: Optional[Sequence[str]] = None,
-               davis_remap: bool = False) -> dict[str, str]:
+               davis_remap: bool = False, options: Optional[dict] = None) -> dict[str, str]:
     """Write each format in ``formats`` in one pass over the videos; returns ``{format: path}``
-    (a folder; for ``ytvis`` the JSON file).
+    (a folder; for ``ytvis`` and ``coco-merged`` the JSON file).
 
     Args:
         output_dir: a labeling job's ``output.path`` (``masks/`` and ``videos.parquet``).
-        formats: any of ``coco``, ``ytvis``, ``davis``, ``overlay``.
+        formats: any of :data:`FORMATS` (see docs/formats.md, "Exports").
         video_ids: only these videos (default: every video with status ok, and masks folders
             without a status row).
         davis_remap: DAVIS: renumber object ids 1..K instead of failing on ids outside 1..255.
+        options: per-format writer options, e.g. ``{"labelstudio": {"image_root": "/data/..."}}``.
 
     Raises:
         ExportError: after everything else was written, listing every video that failed (a
             requested video that is unknown or failed in the job counts).
     """
-    return run_writers(output_dir, make_writers(output_dir, formats, davis_remap), video_ids)
+    return run_writers(output_dir, make_writers(output_dir, formats, davis_remap, options), video_ids)
 
 
-class ExportCommand:
-    """``hqseg export OUTPUT --format coco|ytvis|davis|overlay [--format ...] [--video ID ...]``."""
+def __getattr__(name):  # ``hqseg_ray.export.formats:ExportCommand`` moved to export/command.py
+    if name == "ExportCommand":
+        from hqseg_ray.export.command import ExportCommand
 
-    def add_arguments(self, p: argparse.ArgumentParser) -> None:
-        p.add_argument("output", help="output folder of a labeling job (holds masks/ and videos.parquet)")
-        p.add_argument("--format", dest="formats", action="append", required=True, metavar="FORMAT",
-                       help=f"one of {', '.join(FORMATS)} (repeatable, or comma-separated)")
-        p.add_argument("--video", dest="videos", action="append", default=None, metavar="ID",
-                       help="export only this video id (repeatable; default: every video with status ok)")
-        p.add_argument("--davis-remap", action="store_true",
-                       help="DAVIS: renumber object ids 1..K per video (writes ids.json) instead of failing "
-                            "on ids outside 1..255")
-
-    def run(self, args: argparse.Namespace) -> int:
-        formats = [f.strip() for arg in args.formats for f in arg.split(",") if f.strip()]
-        try:
-            paths, failed = export_all(args.output, formats, args.videos, davis_remap=args.davis_remap), None
-        except ExportError as exc:
-            paths, failed = exc.paths, exc
-        for fmt, path in paths.items():
-            if path:
-                print(f"{fmt:8s} {path}")
-        if failed is not None:
-            print(f"hqseg export: {failed}", file=sys.stderr)
-            return 1
-        return 0
+        return ExportCommand
+    raise AttributeError(name)

@@ -19,7 +19,7 @@ from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence, Union
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: + label (readers of version 1 files treat label as null)
 MASKS_SCHEMA = pa.schema([
     pa.field("video_id", pa.string(), nullable=False),
     pa.field("frame_index", pa.int64(), nullable=False),      # 0-based, presentation order
@@ -32,6 +32,7 @@ MASKS_SCHEMA = pa.schema([
     pa.field("area", pa.int64(), nullable=False),              # mask pixels
     pa.field("source", pa.string(), nullable=False),           # prompt | track | auto | stitch
     pa.field("chunk_index", pa.int32()),                       # chunk whose prediction was kept
+    pa.field("label", pa.string()),                            # category name; null = none given
 ])
 _ROW_GROUP = 8192
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]+$")
@@ -61,7 +62,8 @@ def _pts_lookup(pts_times) -> Any:
     return lambda f: float(seq[f]) if 0 <= f < len(seq) else None
 
 
-def _rows(frame_results: Iterable[Any], video_id: str, pts, pts_given: bool) -> Iterator[dict]:
+def _rows(frame_results: Iterable[Any], video_id: str, pts, pts_given: bool,
+          label_of=lambda oid: None) -> Iterator[dict]:
     from hqseg_ray.masks import rle_area, rle_bbox_xywh
 
     for fr in frame_results:
@@ -78,12 +80,14 @@ def _rows(frame_results: Iterable[Any], video_id: str, pts, pts_given: bool) -> 
                    "rle_counts": counts.decode("ascii") if isinstance(counts, bytes) else counts,
                    "rle_size": [int(v) for v in rle["size"]], "bbox_xywh": rle_bbox_xywh(rle),
                    "area": rle_area(rle), "source": str(fr.sources[k]),
-                   "chunk_index": int(chunks[k]) if k < len(chunks) else int(fr.chunk_index)}
+                   "chunk_index": int(chunks[k]) if k < len(chunks) else int(fr.chunk_index),
+                   "label": label_of(int(oid))}
 
 
 def write_video_parquet(frame_results: Iterable[Any], out_dir: Union[str, os.PathLike], video_id: str,
                         pts_times: Union[Mapping[int, float], Sequence[float], None] = None,
-                        meta: Optional[dict] = None) -> str:
+                        meta: Optional[dict] = None, labels: Optional[Mapping[int, str]] = None,
+                        default_label: Optional[str] = None) -> str:
     """Write one video's masks atomically; returns the file path.
 
     Args:
@@ -95,6 +99,8 @@ def write_video_parquet(frame_results: Iterable[Any], out_dir: Union[str, os.Pat
         pts_times: presentation time in seconds per frame index (a dict, or a sequence indexed by
             frame index); None takes each result's ``pts_time`` (null when it has none).
         meta: JSON-serialisable metadata stored in the file (``read_video_meta`` returns it).
+        labels: category name per object id (the ``label`` column); objects not in it get
+            ``default_label`` (None: a null label).
     """
     from hqseg_ray.storage import open_store
 
@@ -107,7 +113,9 @@ def write_video_parquet(frame_results: Iterable[Any], out_dir: Union[str, os.Pat
     # file (object stores); dataset readers (pyarrow, Ray, Spark) skip a dot-file a crash leaves
     with store.writer(key) as f, pq.ParquetWriter(f, schema, compression="zstd") as writer:
         buf: list[dict] = []
-        for row in _rows(frame_results, video_id, pts, pts_times is not None):
+        names = {int(k): v for k, v in (labels or {}).items()}
+        for row in _rows(frame_results, video_id, pts, pts_times is not None,
+                         lambda oid: names.get(oid, default_label)):
             buf.append(row)
             if len(buf) >= _ROW_GROUP:
                 writer.write_table(pa.Table.from_pylist(buf, schema=schema))

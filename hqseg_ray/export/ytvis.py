@@ -1,12 +1,15 @@
 """YouTube-VIS JSON, one file for all exported videos: ``OUTPUT/exports/ytvis/instances.json``.
 
 * ``videos``: ``id`` (1, 2, ... in video id order), ``name`` (the video id), ``width``,
-  ``height``, ``length`` (frames), ``file_names`` (``<video_id>/00000.jpg`` ..., as COCO's).
-* ``annotations``: one per track (object id): ``video_id``, ``category_id`` 1, ``iscrowd`` 0,
-  ``segmentations`` / ``areas`` / ``bboxes`` with one entry per frame (compressed RLE
-  ``{"size": [H, W], "counts": str}``, pixels, ``[x, y, w, h]``; ``null`` where the object is
-  absent), ``score`` (mean over its frames), ``object_id``, ``width``, ``height``.
-* ``categories``: ``[{"id": 1, "name": "object"}]``.
+  ``height``, ``length`` (labelled frames), ``file_names`` (``<video_id>/00000.jpg`` ..., as
+  COCO's) and ``frame_indices``: the labelled frames only. With ``chunking.stride`` > 1 that is
+  every stride-th frame, as YouTube-VIS itself annotates every 5th frame: frames the job never
+  looked at are not listed, so they are not read as "object absent".
+* ``annotations``: one per track (object id): ``video_id``, ``category_id`` (the object's label),
+  ``iscrowd`` 0, ``segmentations`` / ``areas`` / ``bboxes`` with one entry per listed frame
+  (compressed RLE ``{"size": [H, W], "counts": str}``, pixels, ``[x, y, w, h]``; ``null`` where the
+  object is absent), ``score`` (mean over its frames), ``object_id``, ``width``, ``height``.
+* ``categories``: the output's labels (``"object"`` for objects without one).
 
 The file is assembled from two temporary local files (videos, annotations) written one video at a
 time, so memory holds one video whatever the number of videos; the result is then copied to the
@@ -21,29 +24,35 @@ import shutil
 import tempfile
 from typing import Optional, Sequence
 
-from hqseg_ray.export.coco import CATEGORIES, frame_file_name
+from hqseg_ray.export.coco import frame_file_name
 from hqseg_ray.export.formats import FormatWriter, VideoMasks, run_writers, upload_atomic
 
 _COMPACT = (",", ":")
 
 
-def video_to_ytvis(vm: VideoMasks, numeric_id: int, first_annotation_id: int) -> tuple[dict, list[dict]]:
+def video_to_ytvis(vm: VideoMasks, numeric_id: int, first_annotation_id: int,
+                   categories=None) -> tuple[dict, list[dict]]:
     """One video as a YouTube-VIS ``videos`` entry and its per-track ``annotations``."""
-    n = vm.num_frames
+    from hqseg_ray.export.categories import Categories
+
+    cats = categories or Categories([vm.category(o) for o in vm.object_ids])
+    frames = list(range(0, vm.num_frames, vm.stride))
+    n = len(frames)
     video = {"id": numeric_id, "name": vm.video_id, "width": vm.width, "height": vm.height, "length": n,
-             "file_names": [frame_file_name(vm.video_id, t) for t in range(n)]}
+             "file_names": [frame_file_name(vm.video_id, t) for t in frames], "frame_indices": frames}
     tracks: dict[int, dict] = {}
-    for t, objs in vm.frames():
+    for k, (t, objs) in enumerate(vm.labelled()):
         for o in objs:
             tr = tracks.setdefault(o.object_id, {"segmentations": [None] * n, "areas": [None] * n,
                                                  "bboxes": [None] * n, "scores": []})
-            tr["segmentations"][t], tr["areas"][t], tr["bboxes"][t] = o.rle, o.area, o.bbox_xywh
+            tr["segmentations"][k], tr["areas"][k], tr["bboxes"][k] = o.rle, o.area, o.bbox_xywh
             tr["scores"].append(o.score)
     annotations = []
     for oid in sorted(tracks):
         tr = tracks[oid]
         annotations.append({
-            "id": first_annotation_id + len(annotations), "video_id": numeric_id, "category_id": 1,
+            "id": first_annotation_id + len(annotations), "video_id": numeric_id,
+            "category_id": cats.id_of(vm.labels.get(oid)),
             "iscrowd": 0, "width": vm.width, "height": vm.height, "object_id": oid,
             "score": float(sum(tr["scores"]) / len(tr["scores"])),
             "segmentations": tr["segmentations"], "areas": tr["areas"], "bboxes": tr["bboxes"],
@@ -57,6 +66,7 @@ class YtvisWriter(FormatWriter):
     fmt = "ytvis"
 
     def __init__(self, output_dir: str) -> None:
+        self.output_dir = output_dir
         self.folder = os.path.join(output_dir, "exports", "ytvis")
         self.path = os.path.join(self.folder, "instances.json")
         self._tmp = ""  # a local scratch folder (not the output): the parts and the assembled file
@@ -65,13 +75,16 @@ class YtvisWriter(FormatWriter):
         self.n_videos = self.n_annotations = 0
 
     def open(self) -> None:
+        from hqseg_ray.export.categories import Categories
+
         super().open()
         self._tmp = tempfile.mkdtemp(prefix="hqseg-ytvis-")
         self._parts = {k: os.path.join(self._tmp, f"{k}.json") for k in ("videos", "annotations")}
+        self.categories = Categories.of_output(self.output_dir)
         self._files = {k: open(p, "w") for k, p in self._parts.items()}
 
     def add(self, vm: VideoMasks) -> None:
-        video, anns = video_to_ytvis(vm, self.n_videos + 1, self.n_annotations + 1)
+        video, anns = video_to_ytvis(vm, self.n_videos + 1, self.n_annotations + 1, self.categories)
         text = [json.dumps(a, separators=_COMPACT) for a in anns]  # all encoded before anything is written
         self._files["videos"].write(("," if self.n_videos else "") + json.dumps(video, separators=_COMPACT))
         if text:
@@ -83,7 +96,7 @@ class YtvisWriter(FormatWriter):
         for f in self._files.values():
             f.close()
         head = {"info": {"description": "hqseg-ray masks (YouTube-VIS layout)"}, "licenses": [],
-                "categories": CATEGORIES}
+                "categories": self.categories.coco}
         tmp = os.path.join(self._tmp, "instances.json")
         with open(tmp, "w") as f:
             f.write(json.dumps(head, separators=_COMPACT)[:-1] + ',"videos":[')

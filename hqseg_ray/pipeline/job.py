@@ -108,7 +108,8 @@ def manifest_rows(config: JobConfig) -> list[dict]:
     for r in load_manifest(config.input.manifest):
         row = {"video": r.video, "video_id": r.video_id,
                "prompts_json": json.dumps([p.model_dump(exclude_none=True) for p in r.prompts]),
-               "auto": bool(getattr(r, "auto", None) or False)}
+               "auto": bool(getattr(r, "auto", None) or False),
+               "labels_json": json.dumps({"labels": r.labels, "default": r.default_label})}
         if r.video_id in seen:
             row["duplicate"] = True
         seen.add(r.video_id)

@@ -17,7 +17,7 @@ from hqseg_ray.pipeline.stages import as_str, error_of, rebatch, require, short_
 logger = logging.getLogger(__name__)
 
 SEGMENT_OUT = ("video", "video_id", "chunk_index", "num_chunks", "info_json", "pts_times", "frame_indices",
-               "error", "result", "seconds", "encode_s", "relay_wait_s", "worker")
+               "error", "result", "seconds", "encode_s", "relay_wait_s", "worker", "labels_json")
 FAILED = "__failed__"
 
 
@@ -25,6 +25,8 @@ def _node_id() -> str:
     try:
         import ray
 
+        if not ray.is_initialized():  # get_runtime_context() would start a Ray instance here
+            return socket.gethostname()
         return ray.get_runtime_context().get_node_id()[:12]
     except Exception:  # noqa: BLE001 -- called outside Ray (unit tests)
         return socket.gethostname()
@@ -34,6 +36,8 @@ def _gpu_ids() -> str:
     try:
         import ray
 
+        if not ray.is_initialized():  # get_gpu_ids() would start a Ray instance here
+            return "-"
         return ",".join(str(g) for g in ray.get_gpu_ids()) or "-"
     except Exception:  # noqa: BLE001
         return "-"

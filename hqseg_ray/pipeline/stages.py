@@ -7,9 +7,11 @@ so one bad video yields a failed status row and never stops the job.
 
 Row shapes between stages (all columns are plain Arrow-friendly values):
 
-* manifest row: ``video, video_id, prompts_json, auto``
+* manifest row: ``video, video_id, prompts_json, auto`` (optional ``labels_json``)
 * plan -> one row per chunk: ``video, video_id, chunk_index, num_chunks, start, stop, stride,
-  overlap_next, prompts_json, info_json, auto, error``
+  overlap_next, prompts_json, info_json, auto, error, labels_json`` (``{"labels": {id: name},
+  "default": name or null, "detections": [{frame, box, label}]}``, the video's object categories,
+  resolved by stitch/write)
 * decode adds ``frames`` (uint8 ``[N, h, w, 3]`` at model input size), ``frame_indices``, ``pts_times``
 * segment replaces the frames by ``result`` (pickled ChunkResult: RLE only) and ``seconds``
 * stitch/write emits one status row per finished video.
@@ -28,7 +30,7 @@ from hqseg_ray.config import JobConfig
 logger = logging.getLogger(__name__)
 
 CHUNK_COLUMNS = ("video", "video_id", "chunk_index", "num_chunks", "start", "stop", "stride",
-                 "overlap_next", "prompts_json", "info_json", "auto", "error")
+                 "overlap_next", "prompts_json", "info_json", "auto", "error", "labels_json")
 
 
 def require(stage: str, row: dict, keys: Iterable[str]) -> None:
@@ -62,6 +64,7 @@ class PlanStage:
         self.config = config
 
     def __call__(self, row: dict) -> list[dict]:
+        from hqseg_ray.export.labels import detection_boxes
         from hqseg_ray.export.parquet import video_parquet_path
         from hqseg_ray.prompts import ManifestRow, validate_prompts
         from hqseg_ray.video import plan_chunks, probe_video
@@ -69,8 +72,10 @@ class PlanStage:
         require(self.name, row, self.needs)
         try:
             video_parquet_path(self.config.output.path, row["video_id"])  # a usable id, or a clear error
+            labels = json.loads(row.get("labels_json") or "{}")
             manifest_row = ManifestRow.model_validate(
-                {"video": row["video"], "video_id": row["video_id"], "prompts": json.loads(row["prompts_json"] or "[]")})
+                {"video": row["video"], "video_id": row["video_id"], "prompts": json.loads(row["prompts_json"] or "[]"),
+                 "labels": labels.get("labels"), "default_label": labels.get("default")})
             auto = bool(row.get("auto")) or self.config.input.auto or self.config.auto.enabled
             if not manifest_row.prompts and not auto:
                 raise ValueError(f"video {row['video_id']!r} has no prompts and automatic mode is off "
@@ -91,6 +96,8 @@ class PlanStage:
             "overlap_next": c.overlap_next,
             "prompts_json": json.dumps([p.model_dump(exclude_none=True) for p in c.prompts]),
             "info_json": info_json, "auto": auto, "error": "",
+            "labels_json": json.dumps({"labels": manifest_row.object_labels(), "default": manifest_row.default_label,
+                                       "detections": detection_boxes(manifest_row.prompts)}),
         } for c in chunks]
 
 

@@ -44,6 +44,8 @@ class _VideoState:
     relay_wait_s: float = 0.0
     stitch_s: float = 0.0
     workers: set = field(default_factory=set)
+    labels: dict = field(default_factory=dict)        # {"labels": {object_id: name}, "default": name}
+    num_frames: int = 0                               # frames of the source video (probe)
 
 
 class VideoWriter:
@@ -86,6 +88,8 @@ class VideoWriter:
 
             state = self.videos[vid] = _VideoState(as_str(row["video"]), int(row["num_chunks"]),
                                                    Stitcher(self.config.tracking(), video_id=vid))
+            state.labels = json.loads(as_str(row.get("labels_json")) or "{}")
+            state.num_frames = int(json.loads(as_str(row.get("info_json")) or "{}").get("num_frames") or 0)
         k = int(row["chunk_index"])
         state.pending[k] = pickle.loads(row["result"])
         idx = row.get("frame_indices")
@@ -138,6 +142,18 @@ class VideoWriter:
         self.metrics.video("failed")
         return status
 
+    def _write_review(self, vid: str, state: _VideoState, names: dict) -> None:
+        """``OUTPUT/review/<vid>.json`` (the review queue); a failure here is logged, not fatal."""
+        from hqseg_ray.export.review import review_from_frames, write_review
+
+        try:
+            n = state.num_frames or (max((fr.frame_index for fr in state.frames), default=-1) + 1)
+            write_review(self.config.output.path, review_from_frames(
+                state.frames, vid, n, self.config.chunking.stride, video=state.video,
+                labels=names, default_label=state.labels.get("default")))
+        except Exception as exc:  # noqa: BLE001 -- the masks are written; `hqseg export --format review` redoes it
+            logger.warning("video %r: review queue not written: %s", vid, exc)
+
     def _finish_ok(self, vid: str, state: _VideoState) -> dict:
         from hqseg_ray.export.parquet import write_video_parquet
 
@@ -152,11 +168,18 @@ class VideoWriter:
                       encode_s=state.encode_s, relay_wait_s=state.relay_wait_s, stitch_s=state.stitch_s,
                       workers=",".join(sorted(state.workers)))
         try:
+            from hqseg_ray.export.labels import resolve_labels
+
+            names = resolve_labels(frames, state.labels.get("labels"), state.labels.get("detections") or ())
             path = write_video_parquet(iter(frames), self.config.output.path, vid, pts_times=state.pts,
                                        meta={"config_hash": self.config_hash, "input_key": status["input_key"],
-                                             "video": state.video, "status": json.loads(json.dumps(
+                                             "status": json.loads(json.dumps(
                                            {k: status[k] for k in ("frames", "objects", "chunks", "seconds",
-                                                                   "low_confidence_frames", "mean_score")}))})
+                                                                   "low_confidence_frames", "mean_score")})),
+                                           "video": state.video, "num_frames": state.num_frames,
+                                           "stride": self.config.chunking.stride},
+                                       labels=names, default_label=state.labels.get("default"))
+            self._write_review(vid, state, names)
         except Exception as exc:  # noqa: BLE001
             return self._finish_failed(vid, state.video, f"write: {exc.__class__.__name__}: {exc}")
         status["path"] = str(path)

@@ -136,7 +136,8 @@ class SegmentCommand:
         from hqseg_ray.config import JobConfig, apply_overrides, load_job_config
         from hqseg_ray.export.parquet import write_video_parquet
         from hqseg_ray.model.engine import SegEngine
-        from hqseg_ray.prompts import video_id_from_uri
+        from hqseg_ray.export.labels import detection_boxes, resolve_labels
+        from hqseg_ray.prompts import ManifestRow, validate_prompts, video_id_from_uri
 
         if args.config:
             config = load_job_config(args.config, args.overrides)
@@ -156,13 +157,21 @@ class SegmentCommand:
         if row.get("auto") or not args.prompts:
             config = config.model_copy(update={"auto": config.auto.model_copy(update={"enabled": True})})
         vid = row.get("video_id") or video_id_from_uri(args.video)
+        mrow = ManifestRow.model_validate({**row, "video": args.video, "video_id": vid})
+        validate_prompts(mrow)  # before any work; labels: one per object
         engine = SegEngine.load(config.model)
         logger.info("segmenting %s (video_id %s) with model %s", args.video, vid, engine.label)
         stats: dict = {}
         t0 = time.perf_counter()
         frames = segment_video(args.video, row.get("prompts") or [], engine, config.tracking(),
                                chunking=config.chunking, video_id=vid, stats=stats)
-        path = write_video_parquet(frames, args.out, vid, meta={"video": args.video, "model": engine.label})
+        detections = detection_boxes(mrow.prompts)
+        if detections:  # detector boxes' labels are resolved against the tracked masks: keep them
+            frames = list(frames)
+        labels = resolve_labels(frames, mrow.object_labels(), detections) if detections else mrow.object_labels()
+        path = write_video_parquet(frames, args.out, vid, meta={"video": args.video, "model": engine.label,
+                                                                "stride": config.chunking.stride},
+                                   labels=labels, default_label=mrow.default_label)
         stats["seconds"] = round(time.perf_counter() - t0, 3)
         print(f"wrote {path}: {stats['frames']} frames in {stats['seconds']} s "
               f"({stats['chunks']} chunks; model {engine.label})")

@@ -43,13 +43,18 @@ def iter_manifest(source: Union[str, _os.PathLike, list], filesystem: Any = None
                     item = dict(item, prompts=_json.loads(item["prompts"]))
                 if isinstance(item, dict) and item.get("prompts") is None and "prompts" in item:
                     item = dict(item, prompts=[])
+                if isinstance(item, dict) and isinstance(item.get("labels"), str):  # Parquet: a JSON string
+                    item = dict(item, labels=_json.loads(item["labels"]))
+                if isinstance(item, dict) and isinstance(item.get("labels"), list):  # Parquet: a map column
+                    item = dict(item, labels=dict(item["labels"]))
                 row = ManifestRow.model_validate(item)
             except _ValidationError as exc:
                 errors += [f"{name} {where}: {'.'.join(str(x) for x in e['loc']) or 'row'}: {e['msg']}"
                            for e in exc.errors()]
                 continue
-            except ValueError as exc:  # bad JSON in a prompts string
-                errors.append(f"{name} {where}: prompts is not valid JSON: {exc}")
+            except ValueError as exc:  # bad JSON in a prompts or labels string
+                field = "prompts" if isinstance(item, dict) and isinstance(item.get("prompts"), str) else "labels"
+                errors.append(f"{name} {where}: {field} is not valid JSON: {exc}")
                 continue
             if base is not None and "://" not in row.video and not _os.path.isabs(row.video):
                 row.video = _os.path.join(base, row.video)

@@ -109,7 +109,8 @@ def test_coco_loads_in_pycocotools_and_masks_equal_parquet(job_output):
         for a in anns:
             t = coco.imgs[a["image_id"]]["frame_index"]
             r = expected[(t, a["track_id"])]
-            assert a["attributes"] == {"track_id": r["object_id"], "source": "track"}
+            assert a["attributes"] == {"track_id": r["object_id"], "keyframe": True, "occluded": False}
+            assert a["source"] == "track" and a["object_id"] == r["object_id"]
             assert a["area"] == r["area"] and a["iscrowd"] == 0 and a["category_id"] == 1
             assert a["bbox"] == r["bbox_xywh"] and a["score"] == pytest.approx(r["score"])
             np.testing.assert_array_equal(coco.annToMask(a).astype(bool), _mask(r))

@@ -31,6 +31,8 @@ def job_inputs(tmp_path_factory):
     rows += [json.loads(line) for line in Path(m1).read_text().splitlines()]
     m2 = write_dataset(root / "long", videos=1, frames=30, seed=12, size=(64, 96))
     rows += [json.loads(line) for line in Path(m2).read_text().splitlines()]
+    rows[-1]["prompts"][0]["label"] = "blob"  # a category, carried to the masks' label column
+    rows[-1]["default_label"] = "thing"
     bad = root / "corrupt.mp4"
     bad.write_bytes(os.urandom(2000))
     rows.append({"video": str(bad), "video_id": "corrupt", "prompts": [{"object_id": 1, "frame": 0, "box": [1, 1, 9, 9]}]})

@@ -56,6 +56,13 @@ def test_job_end_to_end_statuses_and_masks(ray_local, job_inputs, small_model_ck
     assert st["synth_s12_000"]["chunks"] >= 4 and st["synth_s12_000"]["frames"] == 30
     masks = read_masks(tmp_path / "out")
     assert {r["video_id"] for r in masks} == GOOD
+    labelled = rows[3]["prompts"][0]["object_id"]
+    long_labels = {r["object_id"]: r["label"] for r in masks if r["video_id"] == "synth_s12_000"}
+    assert long_labels[labelled] == "blob" and set(long_labels.values()) <= {"blob", "thing"}
+    assert all(r["label"] is None for r in masks if r["video_id"] != "synth_s12_000")
+    from hqseg_ray.export.review import load_review
+
+    assert all(load_review(str(tmp_path / "out"), v, rebuild=False)["video_id"] == v for v in GOOD)
     # same inputs through `segment_video` on one machine, no Ray: identical masks
     engine = SegEngine.load(config.model)
     for row in rows:

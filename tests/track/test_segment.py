@@ -77,7 +77,9 @@ def test_hqseg_segment_cli_writes_parquet_and_overlay(tmp_path):
     v = synthetic_video(3, frames=10, size=(64, 96), n_objects=(2, 2))
     mp4 = write_mp4(v.frames, tmp_path / "clip.mp4")
     row = tmp_path / "row.json"
-    row.write_text(json.dumps({"video": str(mp4), "video_id": "clip", "prompts": frame0_prompts(v)}))
+    prompts = frame0_prompts(v)
+    prompts[0]["label"] = "car"
+    row.write_text(json.dumps({"video": str(mp4), "video_id": "clip", "prompts": prompts}))
     out = tmp_path / "out"
     rc = main(["segment", str(mp4), "--prompts", str(row), "--out", str(out), "--overlay",
                "--set", "model.type=toy", "--set", f"model.checkpoint={ckpt}", "--set", "model.device=cpu",
@@ -89,6 +91,8 @@ def test_hqseg_segment_cli_writes_parquet_and_overlay(tmp_path):
                 "bbox_xywh", "area", "source", "chunk_index"):
         assert col in table.column_names
     assert table.num_rows > 0 and set(table.column("video_id").to_pylist()) == {"clip"}
+    labels = dict(zip(table.column("object_id").to_pylist(), table.column("label").to_pylist()))
+    assert labels.get(prompts[0]["object_id"], "car") == "car" and "car" in labels.values()
     assert os.path.getsize(out / "overlay" / "clip.mp4") > 0
 
 
