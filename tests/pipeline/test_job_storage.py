@@ -75,10 +75,19 @@ def test_job_to_s3_resume_and_exports(ray_s3, job_inputs, small_model_ckpt, tmp_
     assert (again.ok, again.skipped, again.failed) == (0, 3, 1)
     assert strip(_s3_masks(url)) == strip(read_masks(tmp_path / "local"))
 
-    paths = export_all(url, ["coco", "ytvis", "davis", "overlay"])
+    from hqseg_ray.export.formats import FORMATS
+
+    paths = export_all(url, list(FORMATS))   # every format, the labeling tools' included
     assert paths["coco"] == f"{url}/exports/coco"
-    local_paths = export_all(str(tmp_path / "local"), ["coco"])
+    local_paths = export_all(str(tmp_path / "local"), ["coco", "cvat", "labelstudio", "coco-merged"])
     keys = set(s3.keys(prefix))
+    for rel in ("exports/coco-merged/instances.json", "exports/review/tasks.json", "exports/cvat/labels.json",
+                "exports/labelstudio/label_config.xml"):
+        assert f"{prefix}/{rel}" in keys, rel
+    for vid in SHORT:
+        assert f"{prefix}/review/{vid}.json" in keys   # the job's review queue, beside the masks
+        for rel in (f"exports/cvat/{vid}.xml", f"exports/cvat/{vid}.masks.xml", f"exports/labelstudio/{vid}.json"):
+            assert open_store(url).read_bytes(rel) == Path(tmp_path, "local", rel).read_bytes(), rel
     for vid in SHORT:
         assert f"{prefix}/exports/coco/{vid}.json" in keys
         assert f"{prefix}/exports/davis/{vid}/00000.png" in keys
