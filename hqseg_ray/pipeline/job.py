@@ -33,6 +33,8 @@ STATUS_SCHEMA = pa.schema([
     ("low_confidence_frames", pa.int64()), ("mean_score", pa.float64()), ("path", pa.string()),
     ("config_hash", pa.string()), ("finished_at", pa.string()), ("encode_s", pa.float64()),
     ("relay_wait_s", pa.float64()), ("stitch_s", pa.float64()), ("workers", pa.string()),
+    # chunks tracked without their predecessor's states (the relay gave up), and the objects that stopped there
+    ("dropped_carries", pa.list_(pa.int64())), ("dropped_objects", pa.list_(pa.int64())),
 ])
 
 
@@ -156,8 +158,10 @@ def run_job(config: JobConfig, job_id: Optional[str] = None, progress: bool = Tr
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = progress
         ds = build_pipeline(config, todo, job_id=job_id)
+        from hqseg_ray.pipeline.write import status_lists
+
         for status in ds.iter_rows():
-            status = dict(status)
+            status = status_lists(dict(status))
             statuses[status["video_id"]] = status
             logger.info("video %r: %s%s", status["video_id"], status["status"],
                         f" ({status['error']})" if status.get("error") else "")

@@ -1,8 +1,9 @@
 """Stitch + write stage: one actor that assembles each video's chunks in order and writes it.
 
-Chunks reach this actor in any order (several segment actors); each video's chunk results are
-pushed into its ``Stitcher`` strictly in chunk order (out-of-order ones wait in a small buffer of
-RLE-only results). When the last chunk is in, the video's frames are written as one Parquet file
+Chunks reach this actor in any order (several segment actors); each video's chunk results go
+through the driver's per-video stitch step (``hqseg_ray.track.driver.VideoStitch``: the video's
+prompted object ids reserved, chunks pushed strictly in chunk order, out-of-order ones waiting in a
+small buffer of RLE-only results), exactly as in ``hqseg segment``. When the last chunk is in, the video's frames are written as one Parquet file
 (temporary name, then rename) and one status row leaves the stage. A failed chunk fails its
 video (status row with the error) and the rest of the job goes on.
 """
@@ -13,7 +14,6 @@ import datetime as _dt
 import json
 import logging
 import pickle
-import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 STATUS_OUT = ("video_id", "video", "status", "error", "frames", "objects", "chunks", "seconds",
               "low_confidence_frames", "mean_score", "path", "config_hash", "finished_at",
-              "encode_s", "relay_wait_s", "stitch_s", "workers")
+              "encode_s", "relay_wait_s", "stitch_s", "workers", "dropped_carries", "dropped_objects")
 LOW_CONFIDENCE = 0.7  # frames with an object scored below this are listed first for review
 
 
@@ -34,15 +34,12 @@ LOW_CONFIDENCE = 0.7  # frames with an object scored below this are listed first
 class _VideoState:
     video: str
     num_chunks: int
-    stitcher: Any
-    pending: dict = field(default_factory=dict)      # chunk_index -> ChunkResult waiting for its turn
-    next_chunk: int = 0
+    stitch: Any                                       # hqseg_ray.track.driver.VideoStitch
     frames: list = field(default_factory=list)        # FrameResults, in order
     pts: dict = field(default_factory=dict)           # frame_index -> pts_time
     seconds: float = 0.0
     encode_s: float = 0.0
     relay_wait_s: float = 0.0
-    stitch_s: float = 0.0
     workers: set = field(default_factory=set)
 
 
@@ -50,7 +47,7 @@ class VideoWriter:
     """Ray Data callable class (``map_batches``, a pool of one actor)."""
 
     name = "stitch/write"
-    needs = ("video", "video_id", "chunk_index", "num_chunks", "error", "result")
+    needs = ("video", "video_id", "chunk_index", "num_chunks", "error", "result", "reserved_ids_json")
 
     def __init__(self, config_json: str, job_id: Optional[str] = None):
         self.config = JobConfig.model_validate_json(config_json)
@@ -80,12 +77,12 @@ class VideoWriter:
             return self._finish_failed(vid, as_str(row["video"]), error_of(row))
         state = self.videos.get(vid)
         if state is None:
-            from hqseg_ray.track import Stitcher
+            from hqseg_ray.track.driver import VideoStitch
 
-            state = self.videos[vid] = _VideoState(as_str(row["video"]), int(row["num_chunks"]),
-                                                   Stitcher(self.config.tracking(), video_id=vid))
-        k = int(row["chunk_index"])
-        state.pending[k] = pickle.loads(row["result"])
+            reserved = json.loads(as_str(row["reserved_ids_json"]) or "[]")
+            state = self.videos[vid] = _VideoState(as_str(row["video"]), int(row["num_chunks"]), VideoStitch(
+                self.config.tracking(), vid, int(row["num_chunks"]), reserved))
+        result = pickle.loads(row["result"])
         idx = row.get("frame_indices")
         pts = row.get("pts_times")
         if idx is not None and pts is not None:
@@ -95,15 +92,9 @@ class VideoWriter:
         state.relay_wait_s += float(row.get("relay_wait_s") or 0.0)
         if row.get("worker"):
             state.workers.add(as_str(row["worker"]))
-        t0 = time.perf_counter()
-        while state.next_chunk in state.pending:
-            state.frames.extend(state.stitcher.push(state.pending.pop(state.next_chunk)))
-            state.next_chunk += 1
-        if state.next_chunk == state.num_chunks:
-            state.frames.extend(state.stitcher.finish())
-            state.stitch_s += time.perf_counter() - t0
+        state.frames.extend(state.stitch.add(result, carry_dropped=bool(as_str(row.get("carry_dropped")))))
+        if state.stitch.complete:
             return self._finish_ok(vid, state)
-        state.stitch_s += time.perf_counter() - t0
         return None
 
     def _forget(self, vid: str) -> None:
@@ -146,8 +137,8 @@ class VideoWriter:
                       objects=len({o for fr in frames for o in fr.object_ids}), chunks=state.num_chunks,
                       seconds=state.seconds, low_confidence_frames=low,
                       mean_score=float(np.mean(scores)) if scores else None,
-                      encode_s=state.encode_s, relay_wait_s=state.relay_wait_s, stitch_s=state.stitch_s,
-                      workers=",".join(sorted(state.workers)))
+                      encode_s=state.encode_s, relay_wait_s=state.relay_wait_s, stitch_s=state.stitch.stitch_s,
+                      workers=",".join(sorted(state.workers)), **dropped_json(state.stitch))
         try:
             path = write_video_parquet(iter(frames), self.config.output.path, vid, pts_times=state.pts,
                                        meta={"config_hash": self.config_hash, "status": json.loads(json.dumps(
@@ -160,3 +151,22 @@ class VideoWriter:
         self.metrics.scores(scores)
         self.metrics.video("ok")
         return status
+
+
+def dropped_json(stitch: Any) -> dict:
+    """The carries a video's chunks went without, as JSON text (Ray Data columns stay flat strings);
+    ``status_lists`` turns them into the status table's list columns."""
+    return {"dropped_carries": json.dumps(sorted(stitch.dropped_carries)),
+            "dropped_objects": json.dumps(sorted(stitch.dropped_objects))}
+
+
+def status_lists(status: dict) -> dict:
+    """A status row with ``dropped_carries`` / ``dropped_objects`` as lists of ints (ids of the
+    chunks that started without their predecessor's states, and of the objects that stopped there)."""
+    for key in ("dropped_carries", "dropped_objects"):
+        v = status.get(key)
+        if isinstance(v, (str, bytes)):
+            status[key] = [int(x) for x in json.loads(v or "[]")]
+        elif v is None:
+            status[key] = []
+    return status

@@ -114,7 +114,9 @@ class VideoStitch:
 
     ``add(result, pts)`` buffers a chunk until its predecessors are in (RLE-only results, so the
     buffer is small) and returns the frames that became final, each with ``pts_time`` from the
-    ``{frame index: seconds}`` given with its chunk.
+    ``{frame index: seconds}`` given with its chunk. ``carry_dropped=True`` says the chunk was
+    tracked without its predecessor's carry (the relay gave up on it): the chunk index goes to
+    ``dropped_carries`` and the ids of the objects the predecessor handed on to ``dropped_objects``.
     """
 
     config: Any
@@ -127,6 +129,10 @@ class VideoStitch:
     next_chunk: int = 0
     stitch_s: float = 0.0
     timings: dict = field(default_factory=lambda: dict.fromkeys(TIMING_KEYS, 0.0))
+    dropped_carries: list = field(default_factory=list)
+    dropped_objects: set = field(default_factory=set)
+    _no_carry: set = field(default_factory=set)
+    _prev_carry: Optional[dict] = None
 
     def __post_init__(self) -> None:
         self.stitcher = Stitcher(self.config, self.video_id, reserved_ids=self.reserved)
@@ -135,19 +141,25 @@ class VideoStitch:
     def complete(self) -> bool:
         return self.next_chunk >= self.num_chunks
 
-    def add(self, result: ChunkResult, pts: Optional[dict] = None) -> list[FrameResult]:
+    def add(self, result: ChunkResult, pts: Optional[dict] = None, carry_dropped: bool = False) -> list[FrameResult]:
         k = int(result.chunk_index)
         if k < self.next_chunk or k in self.pending or k >= self.num_chunks:
             raise ValueError(f"video {self.video_id!r}: chunk {k} arrived twice or is outside its "
                              f"{self.num_chunks} chunks")
         self.pending[k] = result
+        if carry_dropped:
+            self._no_carry.add(k)
         self.pts.update(pts or {})
         for key in TIMING_KEYS:
             self.timings[key] += float(result.stats.get(key, 0.0))
         t0 = time.perf_counter()
         out: list[FrameResult] = []
         while self.next_chunk in self.pending:
-            out += self.stitcher.push(self.pending.pop(self.next_chunk))
+            res = self.pending.pop(self.next_chunk)
+            if res.chunk_index in self._no_carry:
+                self._record_dropped(res.chunk_index)
+            out += self.stitcher.push(res)
+            self._prev_carry = res.carry_out
             self.next_chunk += 1
         if self.complete:
             out += self.stitcher.finish()
@@ -155,6 +167,11 @@ class VideoStitch:
         for fr in out:
             fr.pts_time = self.pts.pop(fr.frame_index, fr.pts_time)
         return out
+
+    def _record_dropped(self, k: int) -> None:
+        self.dropped_carries.append(int(k))
+        handed_on = [o.get("track_id") for o in (self._prev_carry or {}).get("objects") or []]
+        self.dropped_objects.update(int(self.stitcher.prev_ids[t]) for t in handed_on if t in self.stitcher.prev_ids)
 
     @property
     def stats(self) -> dict:
