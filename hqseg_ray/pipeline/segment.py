@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 
 SEGMENT_OUT = ("video", "video_id", "chunk_index", "num_chunks", "info_json", "pts_times", "frame_indices",
                "error", "result", "seconds", "encode_s", "relay_wait_s", "worker", "reserved_ids_json",
-               "carry_dropped")
+               "carry_dropped", "auto")
 FAILED = "__failed__"
 
 
@@ -109,7 +109,7 @@ class SegmentStage:
         import json
 
         from hqseg_ray.prompts import PromptSpec
-        from hqseg_ray.track.driver import track_step
+        from hqseg_ray.track.driver import track_step, with_auto
         from hqseg_ray.video import ChunkSpec
 
         frames = np.asarray(row["frames"], dtype=np.uint8)
@@ -134,9 +134,7 @@ class SegmentStage:
                                wait_s, dropped)
             if carry == FAILED:
                 raise RuntimeError(f"chunk {k - 1} of this video failed")
-        cfg = self.config.tracking()
-        if row.get("auto") and not cfg.auto.enabled:
-            cfg = cfg.model_copy(update={"auto": cfg.auto.model_copy(update={"enabled": True})})
+        cfg = with_auto(self.config.tracking(), bool(row.get("auto")))
         spec = ChunkSpec(vid, as_str(row.get("video")) or "", k, int(row["num_chunks"]), 0, 0,
                          overlap_next=int(row["overlap_next"]), prompts=prompts)
         result = track_step(self._track_fn, frames, idx, spec, cfg, carry, video_id=vid, original_size=original,

@@ -77,11 +77,11 @@ class VideoWriter:
             return self._finish_failed(vid, as_str(row["video"]), error_of(row))
         state = self.videos.get(vid)
         if state is None:
-            from hqseg_ray.track.driver import VideoStitch
+            from hqseg_ray.track.driver import VideoStitch, with_auto
 
             reserved = json.loads(as_str(row["reserved_ids_json"]) or "[]")
             state = self.videos[vid] = _VideoState(as_str(row["video"]), int(row["num_chunks"]), VideoStitch(
-                self.config.tracking(), vid, int(row["num_chunks"]), reserved))
+                with_auto(self.config.tracking(), bool(row.get("auto"))), vid, int(row["num_chunks"]), reserved))
         result = pickle.loads(row["result"])
         idx = row.get("frame_indices")
         pts = row.get("pts_times")

@@ -44,6 +44,16 @@ def reserved_ids(prompts: Iterable[Any]) -> list[int]:
     return sorted(out)
 
 
+def with_auto(config: Any, auto: bool) -> Any:
+    """The ``TrackingConfig`` with automatic discovery switched on when the video asks for it (a
+    manifest row with ``auto`` / without prompts): the tracker discovers, and the stitcher keeps
+    the discovered tracks instead of dropping them as unmatched helpers."""
+    cfg = as_tracking_config(config)
+    if auto and not cfg.auto.enabled:
+        cfg = cfg.model_copy(update={"auto": cfg.auto.model_copy(update={"enabled": True})})
+    return cfg
+
+
 def model_size(original: tuple[int, int], input_size: int) -> Optional[int]:
     """Long side frames travel at: the model's input size when the video is larger, else None (as is)."""
     return int(input_size) if max(original) > int(input_size) else None
