@@ -35,6 +35,7 @@ STATUS_SCHEMA = pa.schema([
     ("relay_wait_s", pa.float64()), ("stitch_s", pa.float64()), ("workers", pa.string()),
     # chunks tracked without their predecessor's states (the relay gave up), and the objects that stopped there
     ("dropped_carries", pa.list_(pa.int64())), ("dropped_objects", pa.list_(pa.int64())),
+    ("relay_wait_max_s", pa.float64()),  # the longest a segment actor sat waiting on this video's relay
 ])
 
 

@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 STATUS_OUT = ("video_id", "video", "status", "error", "frames", "objects", "chunks", "seconds",
               "low_confidence_frames", "mean_score", "path", "config_hash", "finished_at",
-              "encode_s", "relay_wait_s", "stitch_s", "workers", "dropped_carries", "dropped_objects")
+              "encode_s", "relay_wait_s", "stitch_s", "workers", "dropped_carries", "dropped_objects", "relay_wait_max_s")
 LOW_CONFIDENCE = 0.7  # frames with an object scored below this are listed first for review
 
 
@@ -40,6 +40,7 @@ class _VideoState:
     seconds: float = 0.0
     encode_s: float = 0.0
     relay_wait_s: float = 0.0
+    relay_wait_max_s: float = 0.0
     workers: set = field(default_factory=set)
 
 
@@ -90,6 +91,7 @@ class VideoWriter:
         state.seconds += float(row.get("seconds") or 0.0)
         state.encode_s += float(row.get("encode_s") or 0.0)
         state.relay_wait_s += float(row.get("relay_wait_s") or 0.0)
+        state.relay_wait_max_s = max(state.relay_wait_max_s, float(row.get("relay_wait_s") or 0.0))
         if row.get("worker"):
             state.workers.add(as_str(row["worker"]))
         state.frames.extend(state.stitch.add(result, carry_dropped=bool(as_str(row.get("carry_dropped")))))
@@ -138,7 +140,8 @@ class VideoWriter:
                       seconds=state.seconds, low_confidence_frames=low,
                       mean_score=float(np.mean(scores)) if scores else None,
                       encode_s=state.encode_s, relay_wait_s=state.relay_wait_s, stitch_s=state.stitch.stitch_s,
-                      workers=",".join(sorted(state.workers)), **dropped_json(state.stitch))
+                      workers=",".join(sorted(state.workers)), relay_wait_max_s=state.relay_wait_max_s,
+                      **dropped_json(state.stitch))
         try:
             path = write_video_parquet(iter(frames), self.config.output.path, vid, pts_times=state.pts,
                                        meta={"config_hash": self.config_hash, "status": json.loads(json.dumps(
