@@ -119,3 +119,13 @@ def test_async_run_gives_the_same_frames(video):
     seq = ChunkSequence(_specs(prompts=prompts), TrackingConfig(), "v", prompts, (64, 96))
     want = list(seq.run(_frames_of(video), functools.partial(track_chunk, eng)))
     assert [(f.frame_index, f.object_ids) for f in got] == [(f.frame_index, f.object_ids) for f in want]
+
+
+def test_the_engine_protocol_is_what_segengine_and_the_oracle_provide(video):
+    from hqseg_ray.config import ModelConfig
+    from hqseg_ray.model.engine import SegEngine
+    from hqseg_ray.track import Engine
+
+    assert isinstance(OracleEngine(video.annotations, video.frames), Engine)
+    assert isinstance(SegEngine.load(ModelConfig(type="toy", checkpoint="auto", device="cpu")), Engine)
+    assert not isinstance(object(), Engine)
