@@ -139,3 +139,40 @@ def test_a_carry_given_up_on_is_recorded_per_video(tmp_path, auto_chunks):
     assert status["dropped_carries"] == [1]
     handed_on = {o["track_id"] for o in results[0].carry_out["objects"]}
     assert handed_on and len(status["dropped_objects"]) == len(handed_on)
+
+
+@pytest.mark.ray
+def test_heartbeats_through_ray_keep_a_waiter_waiting_past_the_stall_limit():
+    """A segment actor's RelayClient beats while it works on a chunk: a waiter with a 1 s stall
+    limit waits 3 s for it and gets the states; once the worker stops (actor died) it gives up."""
+    import threading
+    import time
+
+    import ray
+
+    from hqseg_ray.pipeline.relay import RelayClient, start_relay
+
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        relay = start_relay("fairness-test")
+        worker = RelayClient("fairness-test", stall_s=1.0, heartbeat_s=0.2)
+        waiter = RelayClient("fairness-test", stall_s=1.0)
+        worker.working_on("v", 0)
+
+        def finish():
+            time.sleep(3.0)
+            worker.put("v", 0, {"objects": [1]})
+            worker.done()
+
+        threading.Thread(target=finish).start()
+        t0 = time.monotonic()
+        found, states, why = waiter.get("v", 0)
+        assert found and states == {"objects": [1]} and time.monotonic() - t0 > 2.5, why
+        worker.working_on("v", 1)
+        time.sleep(0.5)
+        worker.done()  # the worker stops reporting (as if its actor died)
+        found, _, why = waiter.get("v", 1)
+        assert not found and "stopped reporting" in why
+        ray.kill(relay)
+    finally:
+        ray.shutdown()
