@@ -3,8 +3,8 @@
 Chunks reach this actor in any order (several segment actors); each video's chunk results go
 through the driver's per-video stitch step (``hqseg_ray.track.driver.VideoStitch``: the video's
 prompted object ids reserved, chunks pushed strictly in chunk order, out-of-order ones waiting in a
-small buffer of RLE-only results), exactly as in ``hqseg segment``. When the last chunk is in, the video's frames are written as one Parquet file
-(temporary name, then rename) and one status row leaves the stage. A failed chunk fails its
+small buffer of RLE-only results), exactly as in ``hqseg segment``. When the last chunk is in, the
+video's frames are written as one Parquet file (temporary name, then rename) and one status row leaves the stage. A failed chunk fails its
 video (status row with the error) and the rest of the job goes on.
 """
 
@@ -26,7 +26,8 @@ logger = logging.getLogger(__name__)
 
 STATUS_OUT = ("video_id", "video", "status", "error", "frames", "objects", "chunks", "seconds",
               "low_confidence_frames", "mean_score", "path", "config_hash", "finished_at",
-              "encode_s", "relay_wait_s", "stitch_s", "workers", "dropped_carries", "dropped_objects", "relay_wait_max_s")
+              "encode_s", "relay_wait_s", "stitch_s", "workers", "dropped_carries", "dropped_objects",
+              "relay_wait_max_s")
 LOW_CONFIDENCE = 0.7  # frames with an object scored below this are listed first for review
 
 
@@ -83,6 +84,10 @@ class VideoWriter:
             reserved = json.loads(as_str(row["reserved_ids_json"]) or "[]")
             state = self.videos[vid] = _VideoState(as_str(row["video"]), int(row["num_chunks"]), VideoStitch(
                 with_auto(self.config.tracking(), bool(row.get("auto"))), vid, int(row["num_chunks"]), reserved))
+        k = int(row["chunk_index"])
+        if k < state.stitch.next_chunk or k in state.stitch.pending:
+            logger.warning("video %r: chunk %d arrived twice (a retried task?); the first copy is kept", vid, k)
+            return None
         result = pickle.loads(row["result"])
         idx = row.get("frame_indices")
         pts = row.get("pts_times")

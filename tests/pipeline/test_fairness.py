@@ -117,6 +117,7 @@ def test_writer_reserves_the_prompted_ids_and_takes_chunks_in_any_order(tmp_path
     w = _writer(tmp_path, cfg)
     rows = list(_writer_rows("v", results, [1]))
     assert w.process(rows[1]) is None  # chunk 1 first: buffered
+    assert w.process(rows[1]) is None  # a duplicate (retried task) is ignored, not an error
     status = w.process(rows[0])
     assert status["status"] == "ok" and json.loads(status["dropped_carries"]) == []
     frames = list(read_video_parquet(status["path"]))
