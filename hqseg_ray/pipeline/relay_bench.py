@@ -61,7 +61,8 @@ def run_once(manifest: Path, out: Path, actors: int, per_video: int) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m hqseg_ray.pipeline.relay_bench", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m hqseg_ray.pipeline.relay_bench",
+                                description=__doc__.split("\n")[0])
     p.add_argument("--long-frames", type=int, default=240)
     p.add_argument("--short", type=int, default=3, help="short videos run beside the long one")
     p.add_argument("--actors", type=int, default=2)

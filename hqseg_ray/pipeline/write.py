@@ -4,8 +4,9 @@ Chunks reach this actor in any order (several segment actors); each video's chun
 through the driver's per-video stitch step (``hqseg_ray.track.driver.VideoStitch``: the video's
 prompted object ids reserved, chunks pushed strictly in chunk order, out-of-order ones waiting in a
 small buffer of RLE-only results), exactly as in ``hqseg segment``. When the last chunk is in, the
-video's frames are written as one Parquet file (temporary name, then rename) and one status row leaves the stage. A failed chunk fails its
-video (status row with the error) and the rest of the job goes on.
+video's frames are written as one Parquet file (temporary name, then rename) and one status row
+leaves the stage. A failed chunk fails its video (status row with the error) and the rest of the
+job goes on.
 """
 
 from __future__ import annotations
