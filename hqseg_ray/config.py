@@ -566,9 +566,19 @@ class ComputeConfig(_Strict):
     max_tasks_in_flight_per_actor: int = Field(
         1, ge=1, description="Chunks queued per segment actor. 1 keeps chunk order strict, which the relay "
         "needs to never wait on a chunk queued behind itself.")
-    relay_timeout_s: float = Field(
-        900.0, gt=0.0, description="How long a chunk waits for the previous chunk's states (relay) before it "
-        "gives up on them; the objects without a seed in the chunk then fail to continue (logged).")
+    relay_stall_s: float = Field(
+        120.0, gt=0.0, description="A chunk waits for the previous chunk's states (relay) as long as that chunk "
+        "shows progress (its actor reports every few seconds); it gives up after this many seconds without "
+        "any sign of it (actor dead and not retried, or never started). A carry given up on is listed in "
+        "videos.parquet (dropped_carries, dropped_objects): objects without a seed in the chunk stop there.")
+    relay_timeout_s: Optional[float] = Field(
+        None, gt=0.0, description="Absolute cap on one relay wait, however much progress the previous chunk "
+        "shows (default: none; relay_stall_s decides).")
+    max_chunks_in_flight_per_video: int = Field(
+        1, ge=1, description="Chunks of one video the segment pool works on at once while other videos have "
+        "chunks to run: chunks are dispatched round-robin over enough videos that one long video cannot hold "
+        "every actor waiting on its relay (1: one chunk per video at a time while other videos wait; higher "
+        "lets a video's next chunks encode ahead, each then waiting on its predecessor's tracking).")
 
 
 class SegmentConfig(_Strict):

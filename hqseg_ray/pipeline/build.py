@@ -1,15 +1,22 @@
 """``build_pipeline(config, rows) -> Dataset``: the bulk job as Ray Data operators.
 
-    from_items(manifest rows)
-      -> flat_map(PlanStage)        CPU task    probe, validate prompts, cut chunks
-      -> map(DecodeStage)           CPU task    frame-exact decode, resize to model input size
-      -> map_batches(SegmentStage)  GPU actors  encode + track (relay between chunks)
-      -> map_batches(VideoWriter)   one actor   stitch chunks in order, write Parquet per video;
-                                                pinned to the driver's node (pipeline/placement.py)
+    from_items(manifest rows) -> flat_map(PlanStage)   CPU tasks   probe, validate prompts, cut chunks
+    fair_order(chunk rows)                              driver      interleave videos (see below)
+    from_items(chunk rows, one block per chunk)
+      -> map(DecodeStage)           CPU task per chunk  frame-exact decode, resized frame by frame
+      -> map_batches(SegmentStage)  GPU actors          encode + track (relay between chunks)
+      -> map_batches(VideoWriter)   one actor           stitch chunks in order, write Parquet per video;
+                                                      pinned to the driver's node (pipeline/placement.py)
 
-Streaming with backpressure: Ray Data runs all operators at once and bounds the bytes queued
-between them, so memory does not grow with the number or length of videos. Order is preserved
-so chunks reach the segment pool in plan order (the relay relies on it, see relay.py).
+Planning runs first (a probe reads packet headers only; a chunk row is small: it carries only its
+own slice of the pts table), so the dispatch order can be chosen: ``fair_order`` interleaves the
+chunks of enough videos that each video has at most ``compute.max_chunks_in_flight_per_video``
+chunks among any ``segment_actors_max`` consecutive ones -- one long video cannot hold every actor
+waiting on its relay while other videos wait. The rest streams with backpressure: Ray Data runs
+the operators at once and bounds the bytes queued between them. Order is preserved so chunks reach
+the segment pool in that order (the relay relies on a video's chunks arriving in order, see
+relay.py). A block whose task fails outside the stages' own per-video error handling is dropped
+(``max_errored_blocks``), and its video gets a failed status row; the dataset goes on.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ def build_pipeline(config: JobConfig, rows: list[dict], job_id: Optional[str] = 
 
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True
+    ctx.max_errored_blocks = -1  # one poisoned chunk never fails the dataset (run_job reports its video)
     # one chunk in flight per actor caps a pool's utilisation at 1.0; Ray Data's default upscaling
     # threshold (1.75) would then never grow the pool when GPU nodes join (measured: see docs/deploy.md)
     ctx.autoscaling_config.actor_pool_util_upscaling_threshold = 1.0
@@ -50,8 +58,10 @@ def build_pipeline(config: JobConfig, rows: list[dict], job_id: Optional[str] = 
     cfg_json = config.model_dump_json()
     c = config.compute
 
-    ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
-    ds = ds.flat_map(PlanStage(config), num_cpus=PLAN_CPUS)
+    planned = ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
+    chunks = fair_order(planned.flat_map(PlanStage(config), num_cpus=PLAN_CPUS).take_all(),
+                        c.max_chunks_in_flight_per_video, c.segment_actors_max)
+    ds = ray.data.from_items(chunks, override_num_blocks=max(1, len(chunks)))  # decode: one task per chunk
     ds = ds.map(DecodeStage(config, input_size), num_cpus=c.decode_cpus)
     if config.segment.backend == "serve":
         from hqseg_ray.serve.client import ServeSegmentStage
@@ -78,3 +88,39 @@ def build_pipeline(config: JobConfig, rows: list[dict], job_id: Optional[str] = 
                         compute=ray.data.ActorPoolStrategy(size=1), num_cpus=WRITER_CPUS,
                         scheduling_strategy=driver_node_strategy())
     return ds
+
+
+def fair_order(chunks: list[dict], per_video: int, actors: int) -> list[dict]:
+    """Chunk rows in dispatch order: round-robin over ``ceil(actors / per_video)`` videos at a time
+    (a finished video's place goes to the next one), each video's chunks in chunk order.
+
+    Any ``actors`` consecutive rows then hold at most ``per_video`` chunks of one video while
+    enough videos are left; the last long video alone runs with the whole pool. Few videos are
+    open at once, so the writer holds few unfinished videos. Rows of failed plans come first.
+    """
+    import math
+    from collections import OrderedDict, deque
+
+    queues: "OrderedDict[str, deque]" = OrderedDict()
+    failed = []
+    for row in chunks:
+        if int(row.get("chunk_index", 0)) < 0:
+            failed.append(row)
+        else:
+            queues.setdefault(str(row["video_id"]), deque()).append(row)
+    for q in queues.values():
+        q_sorted = sorted(q, key=lambda r: int(r["chunk_index"]))
+        q.clear()
+        q.extend(q_sorted)
+    width = max(1, math.ceil(max(1, actors) / max(1, per_video)))
+    waiting = deque(queues.values())
+    active = [waiting.popleft() for _ in range(min(width, len(waiting)))]
+    out = list(failed)
+    while active:
+        for i, q in enumerate(active):
+            if q:
+                out.append(q.popleft())
+        active = [q for q in active if q]
+        while len(active) < width and waiting:
+            active.append(waiting.popleft())
+    return out

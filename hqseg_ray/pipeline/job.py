@@ -38,6 +38,9 @@ STATUS_SCHEMA = pa.schema([
     ("config_hash", pa.string()), ("finished_at", pa.string()), ("encode_s", pa.float64()),
     ("relay_wait_s", pa.float64()), ("stitch_s", pa.float64()), ("workers", pa.string()),
     ("input_key", pa.string()),
+    # chunks tracked without their predecessor's states (the relay gave up), and the objects that stopped there
+    ("dropped_carries", pa.list_(pa.int64())), ("dropped_objects", pa.list_(pa.int64())),
+    ("relay_wait_max_s", pa.float64()),  # the longest a segment actor sat waiting on this video's relay
 ])
 LOST_VIDEO_RETRIES = 1  # passes that redo videos whose chunks were lost with a killed writer actor
 
@@ -153,8 +156,10 @@ def _run_pass(config: JobConfig, rows: list[dict], job_id: str, progress: bool, 
     try:
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = progress
+        from hqseg_ray.pipeline.write import status_lists
+
         for status in build_pipeline(config, rows, job_id=job_id).iter_rows():
-            status = dict(status)
+            status = status_lists(dict(status))
             out[status["video_id"]] = status
             logger.info("video %r: %s%s", status["video_id"], status["status"],
                         f" ({status['error']})" if status.get("error") else "")

@@ -17,7 +17,8 @@ from hqseg_ray.pipeline.stages import as_str, error_of, rebatch, require, short_
 logger = logging.getLogger(__name__)
 
 SEGMENT_OUT = ("video", "video_id", "chunk_index", "num_chunks", "info_json", "pts_times", "frame_indices",
-               "error", "result", "seconds", "encode_s", "relay_wait_s", "worker", "labels_json")
+               "error", "result", "seconds", "encode_s", "relay_wait_s", "worker", "labels_json",
+               "reserved_ids_json", "carry_dropped", "auto")
 FAILED = "__failed__"
 
 
@@ -46,9 +47,10 @@ def _gpu_ids() -> str:
 class SegmentStage:
     """Ray Data callable class (``map_batches``, actor pool): frames of a chunk in, RLE tracks out.
 
-    ``__init__`` loads the model once per actor; ``__call__`` handles one chunk per row. Frames are
-    encoded *before* the relay wait, so a chunk whose predecessor is still tracking loses at most
-    that predecessor's (decoder-only) tracking time.
+    ``__init__`` loads the model once per actor; ``__call__`` handles one chunk per row: the
+    driver's per-chunk step (``hqseg_ray.track.driver.track_step``) with the carry relayed from the
+    actor that tracked the previous chunk. Frames are encoded *before* the relay wait, so a chunk
+    whose predecessor is still tracking loses at most that predecessor's (decoder-only) tracking time.
     """
 
     name = "segment"
@@ -70,7 +72,8 @@ class SegmentStage:
             engine = SegEngine.load(self.config.model)
         self.engine = engine
         relay_on = self.config.stitch.mechanism == "relay"
-        self.relay = RelayClient(job_id if relay_on else None, self.config.compute.relay_timeout_s)
+        c = self.config.compute
+        self.relay = RelayClient(job_id if relay_on else None, c.relay_stall_s, c.relay_timeout_s)
         from hqseg_ray.pipeline.metrics import JobMetrics
 
         self.metrics = JobMetrics()
@@ -83,13 +86,15 @@ class SegmentStage:
     def process(self, row: dict) -> dict:
         require(self.name, row, self.needs)
         out = {k: row.get(k) for k in SEGMENT_OUT}
-        out.update(result=None, seconds=0.0, encode_s=0.0, relay_wait_s=0.0, worker=self.worker, error=error_of(row))
+        out.update(result=None, seconds=0.0, encode_s=0.0, relay_wait_s=0.0, worker=self.worker, error=error_of(row),
+                   carry_dropped="")
         vid, k = as_str(row["video_id"]), int(row["chunk_index"])
         if out["error"] or k < 0:
             if k >= 0:
                 self.relay.put(vid, k, FAILED)
             return out
         t0 = time.perf_counter()
+        self.relay.working_on(vid, k)
         try:
             result, timing = self._track(row, vid, k)
             out["result"] = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
@@ -98,6 +103,8 @@ class SegmentStage:
             logger.warning("video %r chunk %d failed in segment: %s", vid, k, exc)
             self.relay.put(vid, k, FAILED)
             out["error"] = f"segment chunk {k}: {short_error(exc)}"
+        finally:
+            self.relay.done()
         out["seconds"] = time.perf_counter() - t0
         self.metrics.chunk("segment", len(row["frame_indices"]), out["seconds"], out["relay_wait_s"])
         return out
@@ -106,6 +113,8 @@ class SegmentStage:
         import json
 
         from hqseg_ray.prompts import PromptSpec
+        from hqseg_ray.track.driver import track_step, with_auto
+        from hqseg_ray.video import ChunkSpec
 
         frames = np.asarray(row["frames"], dtype=np.uint8)
         idx = np.asarray(row["frame_indices"], dtype=np.int64)
@@ -117,25 +126,30 @@ class SegmentStage:
         t0 = time.perf_counter()
         emb = self.encode_ahead(frames, original) if needed else None
         encode_s = time.perf_counter() - t0
-        carry, wait_s = None, 0.0
+        carry, wait_s, dropped = None, 0.0, ""
         if relay_in:
             t1 = time.perf_counter()
-            found, carry = self.relay.get(vid, k - 1)
+            found, carry, why = self.relay.get(vid, k - 1)
             wait_s = time.perf_counter() - t1
             if not found:
-                logger.warning("video %r chunk %d: no states from chunk %d after %.0f s; objects without a seed "
-                               "here do not continue", vid, k, k - 1, wait_s)
+                dropped = why or f"no states from chunk {k - 1}"
+                logger.warning("video %r chunk %d: gave up on the carry from chunk %d after %.0f s (%s); objects "
+                               "without a seed here do not continue (recorded in videos.parquet)", vid, k, k - 1,
+                               wait_s, dropped)
             if carry == FAILED:
                 raise RuntimeError(f"chunk {k - 1} of this video failed")
-        cfg = self.config.tracking()
-        if row.get("auto") and not cfg.auto.enabled:
-            cfg = cfg.model_copy(update={"auto": cfg.auto.model_copy(update={"enabled": True})})
-        result = self.run_tracker(frames, idx, prompts, cfg, carry, chunk_index=k, video_id=vid,
-                                  overlap_next=int(row["overlap_next"]), original_size=original, embeddings=emb)
+        cfg = with_auto(self.config.tracking(), bool(row.get("auto")))
+        spec = ChunkSpec(vid, as_str(row.get("video")) or "", k, int(row["num_chunks"]), 0, 0,
+                         overlap_next=int(row["overlap_next"]), prompts=prompts)
+        result = track_step(self._track_fn, frames, idx, spec, cfg, carry, video_id=vid, original_size=original,
+                            embeddings=emb)
         self.relay.put(vid, k, result.carry_out)
         if emb is None:  # encoded elsewhere (the Serve backend): take the tracker's own timing
             encode_s = float(result.stats.get("encode_s", 0.0))
-        return result, {"encode_s": encode_s, "relay_wait_s": wait_s}
+        return result, {"encode_s": encode_s, "relay_wait_s": wait_s, "carry_dropped": dropped}
+
+    def _track_fn(self, frames, frame_indices, prompts, cfg, carry_in=None, **kwargs):
+        return self.run_tracker(frames, frame_indices, prompts, cfg, carry_in, **kwargs)
 
     # the two steps a backend may run elsewhere (hqseg_ray.serve.client.ServeSegmentStage)
     def encode_ahead(self, frames: np.ndarray, original: tuple[int, int]):

@@ -9,10 +9,14 @@ Row shapes between stages (all columns are plain Arrow-friendly values):
 
 * manifest row: ``video, video_id, prompts_json, auto`` (optional ``labels_json``)
 * plan -> one row per chunk: ``video, video_id, chunk_index, num_chunks, start, stop, stride,
-  overlap_next, prompts_json, info_json, auto, error, labels_json`` (``{"labels": {id: name},
-  "default": name or null, "detections": [{frame, box, label}]}``, the video's object categories,
-  resolved by stitch/write)
-* decode adds ``frames`` (uint8 ``[N, h, w, 3]`` at model input size), ``frame_indices``, ``pts_times``
+  overlap_next, prompts_json, info_json, auto, error, labels_json, reserved_ids_json, table_json``
+  (``labels_json``: ``{"labels": {id: name}, "default": name or null, "detections": [{frame, box,
+  label}]}``, the video's object categories, resolved by stitch/write; ``info_json``: the video's
+  probe without its per-frame tables; ``table_json``: only this chunk's slice of them, see
+  :func:`chunk_table`; ``reserved_ids_json``: the object ids of all of the video's prompts, for the
+  writer's stitcher)
+* decode adds ``frames`` (uint8 ``[N, h, w, 3]`` at model input size, each frame resized as it is
+  decoded), ``frame_indices``, ``pts_times``
 * segment replaces the frames by ``result`` (pickled ChunkResult: RLE only) and ``seconds``
 * stitch/write emits one status row per finished video.
 """
@@ -30,7 +34,8 @@ from hqseg_ray.config import JobConfig
 logger = logging.getLogger(__name__)
 
 CHUNK_COLUMNS = ("video", "video_id", "chunk_index", "num_chunks", "start", "stop", "stride",
-                 "overlap_next", "prompts_json", "info_json", "auto", "error", "labels_json")
+                 "overlap_next", "prompts_json", "info_json", "auto", "error", "labels_json", "reserved_ids_json",
+                 "table_json")
 
 
 def require(stage: str, row: dict, keys: Iterable[str]) -> None:
@@ -49,7 +54,7 @@ def failed_chunk_row(row: dict, error: str) -> dict:
     out = {k: None for k in CHUNK_COLUMNS}
     out.update(video=row.get("video"), video_id=row.get("video_id"), chunk_index=-1, num_chunks=0,
                start=0, stop=0, stride=1, overlap_next=0, prompts_json="[]", info_json="{}",
-               auto=bool(row.get("auto")), error=error)
+               auto=bool(row.get("auto")), error=error, reserved_ids_json="[]", table_json="{}")
     return out
 
 
@@ -89,21 +94,64 @@ class PlanStage:
         except Exception as exc:  # noqa: BLE001 -- per-video failure isolation
             logger.warning("video %r failed in plan: %s", row.get("video_id"), exc)
             return [failed_chunk_row(row, f"plan: {short_error(exc)}")]
-        info_json = json.dumps(info.to_dict())  # with the pts table: decode needs no second probe
+        from hqseg_ray.track.driver import reserved_ids
+
+        info_json = json.dumps(info.to_dict(tables=False))
+        reserved = json.dumps(reserved_ids(manifest_row.prompts))
         return [{
             "video": row["video"], "video_id": c.video_id, "chunk_index": c.chunk_index,
             "num_chunks": c.num_chunks, "start": c.start, "stop": c.stop, "stride": c.stride,
             "overlap_next": c.overlap_next,
             "prompts_json": json.dumps([p.model_dump(exclude_none=True) for p in c.prompts]),
-            "info_json": info_json, "auto": auto, "error": "",
+            "info_json": info_json, "auto": auto, "error": "", "reserved_ids_json": reserved,
             "labels_json": json.dumps({"labels": manifest_row.object_labels(), "default": manifest_row.default_label,
                                        "detections": detection_boxes(manifest_row.prompts)}),
+            # decode needs no second probe, and a row of a long video carries only its own slice
+            "table_json": json.dumps(chunk_table(info, c.start, c.stop)),
         } for c in chunks]
+
+
+def chunk_table(info, start: int, stop: int) -> dict:
+    """The slice of a video's per-frame tables (pts, keyframes, frame files) that decoding frames
+    ``[start, stop)`` needs: from the keyframe before the one at or before ``start`` (one step back
+    for a seek that lands late) to ``stop`` and one frame past it (so the decoder knows where to
+    stop). ``offset`` is the video frame index of entry 0."""
+    import bisect
+
+    if info.kind == "video" and info.pts is None:  # no pts: decoded from the start, numbered in order
+        return {"offset": 0, "pts": None, "keyframes": list(info.keyframes), "frame_files": None}
+    kf = info.keyframes or [0]
+    k = bisect.bisect_right(kf, start) - 1
+    lo = kf[max(0, k - 1)] if k >= 0 else 0
+    sl = lambda xs: None if xs is None else list(xs[lo:stop + 1])  # noqa: E731
+    return {"offset": lo, "pts": sl(info.pts), "frame_files": sl(info.frame_files),
+            "keyframes": [f - lo for f in kf if lo <= f < stop]}
+
+
+def chunk_info(info_json: str, table_json: str):
+    """``(VideoInfo of frames [offset, ...), offset)`` from a plan row: frame ``i`` of the slice
+    is video frame ``offset + i``."""
+    from hqseg_ray.video import VideoInfo
+
+    d, t = json.loads(info_json), json.loads(table_json or "{}")
+    if "offset" not in t:  # a whole-video info (older rows, tests)
+        return VideoInfo.from_dict(d), 0
+    off = int(t["offset"])
+    n = len(t["pts"]) if t.get("pts") is not None else (len(t["frame_files"]) if t.get("frame_files") else None)
+    d.update(pts=t.get("pts"), keyframes=t.get("keyframes") or [], frame_files=t.get("frame_files"))
+    if n is not None:
+        d["num_frames"] = n
+        if t.get("pts") is None:  # folders / images: times count from the slice's first frame
+            d["start_time"] = float(d.get("start_time") or 0.0) + off / float(d["fps"])
+    else:
+        off = 0
+    return VideoInfo.from_dict(d), off
 
 
 # --------------------------------------------------------------------------------------------
 class DecodeStage:
-    """CPU task: frame-exact decode of one chunk, resized to the model's input size (map)."""
+    """CPU task: frame-exact decode of one chunk, each frame resized to the model's input size as
+    it is decoded (the engine's own resize, so the job's masks equal ``hqseg segment``'s) (map)."""
 
     name = "decode"
     needs = ("video", "start", "stop", "stride", "info_json", "error")
@@ -113,8 +161,7 @@ class DecodeStage:
         self.input_size = input_size
 
     def __call__(self, row: dict) -> dict:
-        from hqseg_ray.model.engine import resize_longest_side
-        from hqseg_ray.video import VideoInfo, read_frames
+        from hqseg_ray.track.driver import decode_chunk, model_size
 
         require(self.name, row, self.needs)
         row = dict(row)
@@ -124,15 +171,12 @@ class DecodeStage:
                        original_size=[0, 0])
             return row
         try:
-            info = VideoInfo.from_dict(json.loads(row["info_json"]))
-            frames, idx, pts = read_frames(row["video"], int(row["start"]), int(row["stop"]), int(row["stride"]),
-                                           info=info)
-            if len(idx) == 0:
-                raise ValueError(f"chunk {row['chunk_index']} of video {row['video_id']!r} decoded no frames")
-            # the engine's own resize (SAM's rule), so the job's masks equal `hqseg segment`'s
-            row["frames"] = np.stack([resize_longest_side(f, self.input_size) for f in frames])
-            row["frame_indices"], row["pts_times"] = idx.astype(np.int64), pts.astype(np.float64)
-            row["original_size"] = [int(frames.shape[1]), int(frames.shape[2])]
+            info, off = chunk_info(row["info_json"], row.get("table_json"))
+            original = (int(info.height), int(info.width))
+            frames, idx, pts = decode_chunk(row["video"], int(row["start"]) - off, int(row["stop"]) - off,
+                                            int(row["stride"]), info, model_size(original, self.input_size))
+            row["frames"], row["frame_indices"], row["pts_times"] = frames, (idx + off).astype(np.int64), pts
+            row["original_size"] = list(original)
         except Exception as exc:  # noqa: BLE001
             logger.warning("video %r chunk %s failed in decode: %s", row.get("video_id"), row.get("chunk_index"), exc)
             row.update(frames=empty, frame_indices=np.zeros(0, np.int64), pts_times=np.zeros(0),

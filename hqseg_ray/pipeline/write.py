@@ -1,10 +1,12 @@
 """Stitch + write stage: one actor that assembles each video's chunks in order and writes it.
 
-Chunks reach this actor in any order (several segment actors); each video's chunk results are
-pushed into its ``Stitcher`` strictly in chunk order (out-of-order ones wait in a small buffer of
-RLE-only results). When the last chunk is in, the video's frames are written as one Parquet file
-(atomically, through hqseg_ray.storage) and one status row leaves the stage. A failed chunk fails its
-video (status row with the error) and the rest of the job goes on.
+Chunks reach this actor in any order (several segment actors); each video's chunk results go
+through the driver's per-video stitch step (``hqseg_ray.track.driver.VideoStitch``: the video's
+prompted object ids reserved, chunks pushed strictly in chunk order, out-of-order ones waiting in a
+small buffer of RLE-only results), exactly as in ``hqseg segment``. When the last chunk is in, the
+video's frames are written as one Parquet file (atomically, through hqseg_ray.storage) and one status row
+leaves the stage. A failed chunk fails its video (status row with the error) and the rest of the
+job goes on.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import datetime as _dt
 import json
 import logging
 import pickle
-import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -26,7 +27,8 @@ logger = logging.getLogger(__name__)
 
 STATUS_OUT = ("video_id", "video", "status", "error", "frames", "objects", "chunks", "seconds",
               "low_confidence_frames", "mean_score", "path", "config_hash", "finished_at",
-              "encode_s", "relay_wait_s", "stitch_s", "workers", "input_key")
+              "encode_s", "relay_wait_s", "stitch_s", "workers", "input_key", "dropped_carries",
+              "dropped_objects", "relay_wait_max_s")
 LOW_CONFIDENCE = 0.7  # frames with an object scored below this are listed first for review
 
 
@@ -34,15 +36,13 @@ LOW_CONFIDENCE = 0.7  # frames with an object scored below this are listed first
 class _VideoState:
     video: str
     num_chunks: int
-    stitcher: Any
-    pending: dict = field(default_factory=dict)      # chunk_index -> ChunkResult waiting for its turn
-    next_chunk: int = 0
+    stitch: Any                                       # hqseg_ray.track.driver.VideoStitch
     frames: list = field(default_factory=list)        # FrameResults, in order
     pts: dict = field(default_factory=dict)           # frame_index -> pts_time
     seconds: float = 0.0
     encode_s: float = 0.0
     relay_wait_s: float = 0.0
-    stitch_s: float = 0.0
+    relay_wait_max_s: float = 0.0
     workers: set = field(default_factory=set)
     labels: dict = field(default_factory=dict)        # {"labels": {object_id: name}, "default": name}
     num_frames: int = 0                               # frames of the source video (probe)
@@ -52,7 +52,7 @@ class VideoWriter:
     """Ray Data callable class (``map_batches``, a pool of one actor)."""
 
     name = "stitch/write"
-    needs = ("video", "video_id", "chunk_index", "num_chunks", "error", "result")
+    needs = ("video", "video_id", "chunk_index", "num_chunks", "error", "result", "reserved_ids_json")
 
     def __init__(self, config_json: str, job_id: Optional[str] = None,
                  input_keys: Optional[dict[str, str]] = None):
@@ -84,14 +84,18 @@ class VideoWriter:
             return self._finish_failed(vid, as_str(row["video"]), error_of(row))
         state = self.videos.get(vid)
         if state is None:
-            from hqseg_ray.track import Stitcher
+            from hqseg_ray.track.driver import VideoStitch, with_auto
 
-            state = self.videos[vid] = _VideoState(as_str(row["video"]), int(row["num_chunks"]),
-                                                   Stitcher(self.config.tracking(), video_id=vid))
+            reserved = json.loads(as_str(row["reserved_ids_json"]) or "[]")
+            state = self.videos[vid] = _VideoState(as_str(row["video"]), int(row["num_chunks"]), VideoStitch(
+                with_auto(self.config.tracking(), bool(row.get("auto"))), vid, int(row["num_chunks"]), reserved))
             state.labels = json.loads(as_str(row.get("labels_json")) or "{}")
             state.num_frames = int(json.loads(as_str(row.get("info_json")) or "{}").get("num_frames") or 0)
         k = int(row["chunk_index"])
-        state.pending[k] = pickle.loads(row["result"])
+        if k < state.stitch.next_chunk or k in state.stitch.pending:
+            logger.warning("video %r: chunk %d arrived twice (a retried task?); the first copy is kept", vid, k)
+            return None
+        result = pickle.loads(row["result"])
         idx = row.get("frame_indices")
         pts = row.get("pts_times")
         if idx is not None and pts is not None:
@@ -99,17 +103,12 @@ class VideoWriter:
         state.seconds += float(row.get("seconds") or 0.0)
         state.encode_s += float(row.get("encode_s") or 0.0)
         state.relay_wait_s += float(row.get("relay_wait_s") or 0.0)
+        state.relay_wait_max_s = max(state.relay_wait_max_s, float(row.get("relay_wait_s") or 0.0))
         if row.get("worker"):
             state.workers.add(as_str(row["worker"]))
-        t0 = time.perf_counter()
-        while state.next_chunk in state.pending:
-            state.frames.extend(state.stitcher.push(state.pending.pop(state.next_chunk)))
-            state.next_chunk += 1
-        if state.next_chunk == state.num_chunks:
-            state.frames.extend(state.stitcher.finish())
-            state.stitch_s += time.perf_counter() - t0
+        state.frames.extend(state.stitch.add(result, carry_dropped=bool(as_str(row.get("carry_dropped")))))
+        if state.stitch.complete:
             return self._finish_ok(vid, state)
-        state.stitch_s += time.perf_counter() - t0
         return None
 
     def _forget(self, vid: str) -> None:
@@ -165,8 +164,9 @@ class VideoWriter:
                       objects=len({o for fr in frames for o in fr.object_ids}), chunks=state.num_chunks,
                       seconds=state.seconds, low_confidence_frames=low,
                       mean_score=float(np.mean(scores)) if scores else None,
-                      encode_s=state.encode_s, relay_wait_s=state.relay_wait_s, stitch_s=state.stitch_s,
-                      workers=",".join(sorted(state.workers)))
+                      encode_s=state.encode_s, relay_wait_s=state.relay_wait_s, stitch_s=state.stitch.stitch_s,
+                      workers=",".join(sorted(state.workers)), relay_wait_max_s=state.relay_wait_max_s,
+                      **dropped_json(state.stitch))
         try:
             from hqseg_ray.export.labels import resolve_labels
 
@@ -187,3 +187,22 @@ class VideoWriter:
         self.metrics.scores(scores)
         self.metrics.video("ok")
         return status
+
+
+def dropped_json(stitch: Any) -> dict:
+    """The carries a video's chunks went without, as JSON text (Ray Data columns stay flat strings);
+    ``status_lists`` turns them into the status table's list columns."""
+    return {"dropped_carries": json.dumps(sorted(stitch.dropped_carries)),
+            "dropped_objects": json.dumps(sorted(stitch.dropped_objects))}
+
+
+def status_lists(status: dict) -> dict:
+    """A status row with ``dropped_carries`` / ``dropped_objects`` as lists of ints (ids of the
+    chunks that started without their predecessor's states, and of the objects that stopped there)."""
+    for key in ("dropped_carries", "dropped_objects"):
+        v = status.get(key)
+        if isinstance(v, (str, bytes)):
+            status[key] = [int(x) for x in json.loads(v or "[]")]
+        elif v is None:
+            status[key] = []
+    return status

@@ -9,7 +9,8 @@ Propagation is the bulk job's own tracking: ``hqseg_ray.video.plan_chunks`` cuts
 chunks, each chunk runs ``hqseg_ray.track.track_chunk`` on an engine replica (the same
 ``SegEngineDeployment.track_chunk`` a bulk job with ``segment.backend: serve`` calls), the
 previous chunk's ``carry_out`` relays object states, and ``hqseg_ray.track.Stitcher`` turns the
-chunk results into one ``FrameResult`` per frame.
+chunk results into one ``FrameResult`` per frame -- all through ``hqseg_ray.track.driver.ChunkSequence``,
+the same driver as ``hqseg segment``.
 """
 
 from __future__ import annotations
@@ -228,7 +229,7 @@ class SessionStore:
 
         ``engine`` is the ``SegEngineDeployment`` handle; ``tracking`` a ``TrackingConfig``.
         """
-        from hqseg_ray.track import Stitcher
+        from hqseg_ray.track.driver import ChunkSequence
         from hqseg_ray.video import plan_chunks
 
         if not sess.prompts:
@@ -238,23 +239,17 @@ class SessionStore:
         chunk = self.cfg.session_chunk_frames
         chunks = plan_chunks(sess.info, sess.prompts, chunk_frames=chunk, overlap=max(1, chunk // 8),
                              stride=1, align_to_keyframes=False, video_id=sess.session_id)
-        stitcher = Stitcher(tracking, sess.session_id,
-                            reserved_ids=[p.object_id for p in sess.prompts if p.object_id is not None])
+        seq = ChunkSequence(chunks, tracking, sess.session_id, sess.prompts, sess.original_size)
         pos = {int(i): p for p, i in enumerate(sess.frame_indices)}
-        relay = tracking.stitch.mechanism == "relay"
+
+        def frames_of(spec):
+            sel = [pos[i] for i in range(spec.start, spec.stop, spec.stride) if i in pos]
+            return sess.frames[sel], sess.frame_indices[sel], sess.pts_times[sel]
+
         sess.propagating, sess.results = True, {}
-        t0, carry = time.perf_counter(), None
+        t0 = time.perf_counter()
         try:
-            for spec in chunks:
-                sel = [pos[i] for i in range(spec.start, spec.stop, spec.stride) if i in pos]
-                res = await engine.track_chunk.remote(
-                    sess.frames[sel], sess.frame_indices[sel], spec.prompts, tracking,
-                    carry_in=carry if relay else None, chunk_index=spec.chunk_index,
-                    video_id=sess.session_id, overlap_next=spec.overlap_next, original_size=sess.original_size)
-                carry = res.carry_out
-                for fr in stitcher.push(res):
-                    yield self._record(sess, fr, pos)
-            for fr in stitcher.finish():
+            async for fr in seq.arun(frames_of, engine.track_chunk.remote):
                 yield self._record(sess, fr, pos)
         finally:
             sess.propagating = False

@@ -5,9 +5,10 @@
 
 from hqseg_ray.track.stitch import Stitcher
 from hqseg_ray.track.tracker import track_chunk
-from hqseg_ray.track.types import ChunkResult, FrameResult, ObjectState, TrackEntry, TrackInfo, as_tracking_config
+from hqseg_ray.track.types import (ChunkResult, Engine, FrameResult, ObjectState, TrackEntry, TrackInfo,
+                                   as_tracking_config)
 
-__all__ = ["ChunkResult", "FrameResult", "ObjectState", "Stitcher", "TrackEntry", "TrackInfo",
+__all__ = ["ChunkResult", "Engine", "FrameResult", "ObjectState", "Stitcher", "TrackEntry", "TrackInfo",
            "as_tracking_config", "segment_video", "track_chunk"]
 
 

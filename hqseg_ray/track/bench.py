@@ -16,13 +16,13 @@ import argparse
 import platform
 import sys
 import time
+from functools import partial
 from typing import Any, Optional
 
 import numpy as np
 
 from hqseg_ray.config import TrackingConfig
 from hqseg_ray.synth.render import render
-from hqseg_ray.track.stitch import Stitcher
 from hqseg_ray.track.tracker import track_chunk
 
 STANDARD = {"seed": 0, "videos": 4, "frames": 48, "size": (240, 320)}
@@ -124,6 +124,8 @@ def track_video(engine, video, prompts: list, config: Any = None, chunk: Optiona
     frames) skips encoding (tests reuse them across variants).
     """
     from hqseg_ray.masks import rle_decode
+    from hqseg_ray.track.driver import ChunkSequence
+    from hqseg_ray.video import ChunkSpec
 
     cfg = config if isinstance(config, TrackingConfig) else TrackingConfig.model_validate(config or {})
     n = len(video.frames)
@@ -131,26 +133,23 @@ def track_video(engine, video, prompts: list, config: Any = None, chunk: Optiona
     starts = [0]
     while starts[-1] + chunk < n:
         starts.append(starts[-1] + chunk - overlap)
-    stitcher = Stitcher(cfg, video.video_id, reserved_ids=[p["object_id"] for p in prompts if p.get("object_id")])
-    pred: dict[int, dict[int, np.ndarray]] = {}
-    carry = None
-    times = {"encode_s": 0.0, "decode_s": 0.0, "flow_s": 0.0, "discover_s": 0.0}
-    t0 = time.perf_counter()
+    chunks = []
     for k, s in enumerate(starts):
         e = min(s + chunk, n)
-        emb = embeddings.select(range(s, e)) if embeddings is not None else None
         nxt = starts[k + 1] if k + 1 < len(starts) else e
-        res = track_chunk(engine, video.frames[s:e], range(s, e), [p for p in prompts if s <= p["frame"] < e], cfg,
-                          carry_in=carry if cfg.stitch.mechanism == "relay" else None, chunk_index=k,
-                          video_id=video.video_id, overlap_next=e - nxt, embeddings=emb)
-        carry = res.carry_out
-        for key in ("encode_s", "decode_s", "flow_s", "discover_s"):
-            times[key] += res.stats.get(key, 0.0)
-        for fr in stitcher.push(res):
-            pred[fr.frame_index] = {o: rle_decode(r) for o, r in zip(fr.object_ids, fr.rles)}
-    for fr in stitcher.finish():
+        chunks.append(ChunkSpec(video.video_id, "memory", k, len(starts), s, e, 1, e - nxt,
+                                [p for p in prompts if s <= p["frame"] < e]))
+    seq = ChunkSequence(chunks, cfg, video.video_id, prompts, tuple(video.frames.shape[1:3]))
+    pred: dict[int, dict[int, np.ndarray]] = {}
+    t0 = time.perf_counter()
+    frames_of = lambda c: (video.frames[c.start:c.stop], range(c.start, c.stop), None)  # noqa: E731
+    emb_of = {"embeddings": lambda c: embeddings.select(range(c.start, c.stop))} if embeddings is not None else {}
+    for fr in seq.run(frames_of, partial(track_chunk, engine), **emb_of):
         pred[fr.frame_index] = {o: rle_decode(r) for o, r in zip(fr.object_ids, fr.rles)}
-    return pred, {"seconds": time.perf_counter() - t0, "frames": n, "chunks": len(starts), **times, **stitcher.stats}
+    st = seq.stats
+    stats = {k: st[k] for k in ("encode_s", "decode_s", "flow_s", "discover_s")}
+    stats.update({k[len("stitch_"):]: v for k, v in st.items() if k.startswith("stitch_") and k != "stitch_s"})
+    return pred, {"seconds": time.perf_counter() - t0, "frames": n, "chunks": len(starts), **stats}
 
 
 def score(pred: dict, video) -> dict:

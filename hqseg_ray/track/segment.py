@@ -8,6 +8,7 @@ video's length. ``hqseg segment`` wraps it and writes the Parquet output (and an
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -15,7 +16,6 @@ import time
 from typing import Any, Iterator, Optional, Sequence
 
 from hqseg_ray.config import ChunkingConfig
-from hqseg_ray.track.stitch import Stitcher
 from hqseg_ray.track.tracker import track_chunk
 from hqseg_ray.track.types import FrameResult, as_tracking_config
 
@@ -44,7 +44,8 @@ def segment_video(video: str, prompts: Sequence[Any], engine, config: Any = None
             while automatic mode is off.
     """
     from hqseg_ray.prompts import ManifestRow, PromptSpec, validate_prompts, video_id_from_uri
-    from hqseg_ray.video import plan_chunks, probe_video, read_frames
+    from hqseg_ray.track.driver import ChunkSequence, decode_chunk, model_size
+    from hqseg_ray.video import plan_chunks, probe_video
 
     chunking = chunking or getattr(config, "chunking", None) or ChunkingConfig()
     cfg = as_tracking_config(config)
@@ -57,40 +58,11 @@ def segment_video(video: str, prompts: Sequence[Any], engine, config: Any = None
     validate_prompts(ManifestRow(video=video, video_id=vid, prompts=specs), info)
     chunks = plan_chunks(info, specs, chunking.chunk_frames, chunking.overlap, chunking.stride,
                          chunking.align_to_keyframes, video_id=vid)
-    stitcher = Stitcher(cfg, vid, reserved_ids=[p.object_id for p in specs if p.object_id is not None])
     original = (int(info.height), int(info.width))
-    size = engine.image_size if max(original) > engine.image_size else None  # frames travel at model size
-    st = stats if stats is not None else {}
-    st.update(video_id=vid, chunks=len(chunks), frames=0, read_s=0.0, track_s=0.0, stitch_s=0.0)
-    carry = None
-    pts: dict[int, float] = {}
-    for spec in chunks:
-        t0 = time.perf_counter()
-        frames, idx, times = read_frames(video, spec.start, spec.stop, spec.stride, size=size, info=info)
-        pts.update(zip((int(i) for i in idx), (float(t) for t in times)))
-        t1 = time.perf_counter()
-        relay = carry if cfg.stitch.mechanism == "relay" else None
-        res = track_chunk(engine, frames, idx, spec.prompts, cfg, carry_in=relay, chunk_index=spec.chunk_index,
-                          video_id=vid, overlap_next=spec.overlap_next, original_size=original)
-        carry = res.carry_out
-        t2 = time.perf_counter()
-        out = stitcher.push(res)
-        st["read_s"] += t1 - t0
-        st["track_s"] += t2 - t1
-        st["stitch_s"] += time.perf_counter() - t2
-        for key in ("encode_s", "decode_s", "flow_s", "discover_s"):
-            st[key] = st.get(key, 0.0) + res.stats.get(key, 0.0)
-        del frames
-        yield from _with_pts(out, pts, st)
-    yield from _with_pts(stitcher.finish(), pts, st)
-    st.update({f"stitch_{k}": v for k, v in stitcher.stats.items()})
-
-
-def _with_pts(results: list[FrameResult], pts: dict[int, float], st: dict) -> Iterator[FrameResult]:
-    for fr in results:
-        fr.pts_time = pts.pop(fr.frame_index, None)
-        st["frames"] += 1
-        yield fr
+    size = model_size(original, engine.image_size)  # frames travel at model size
+    seq = ChunkSequence(chunks, cfg, vid, specs, original, stats if stats is not None else {})
+    yield from seq.run(lambda c: decode_chunk(video, c.start, c.stop, c.stride, info, size),
+                       functools.partial(track_chunk, engine))
 
 
 def write_overlay(video: str, parquet_path: str, out_path: str, info=None) -> int:

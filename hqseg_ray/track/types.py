@@ -8,11 +8,38 @@ original frame size; dense masks never leave the tracker.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
 SOURCES = ("prompt", "track", "auto", "stitch")
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What the tracker, automatic discovery and the driver need of an engine (``SegEngine`` is
+    one; tests use oracles). Frames are uint8 RGB ``[N, h, w, 3]`` (long side <= ``image_size``
+    when ``original_sizes`` says they were resized); masks come back at the original size.
+
+    Attributes:
+        image_size: the model's input long side (pixels); the driver resizes frames to it.
+        low_res_size: ``(h, w)`` of the decoder's low-res logits (``ObjectState.logits``).
+        config: the engine's ``ModelConfig`` (``encode_batch`` is read).
+    """
+
+    image_size: int
+    low_res_size: tuple[int, int]
+    config: Any
+
+    def encode(self, frames: Any, original_sizes: Optional[Sequence[tuple[int, int]]] = None) -> Any:
+        """Frames -> ``FrameEmbeddings`` (one per frame, ``select(range)`` gives a subset)."""
+
+    def decode_low_res(self, embeddings: Any, prompts: Sequence[Any], multimask: Any = None,
+                       hq_token_only: Optional[bool] = None) -> tuple[Any, Any]:
+        """Prompts (``Prompt``, one frame each) -> (low-res logits ``[P, h, w]``, scores ``[P]``)."""
+
+    def postprocess(self, embeddings: Any, frames: Sequence[int], logits_lr: Any, return_logits: bool = False) -> Any:
+        """Low-res logits ``[P, h, w]`` -> masks ``[P, H, W]`` at each frame's original size."""
 
 
 @dataclass

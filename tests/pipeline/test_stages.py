@@ -94,3 +94,46 @@ def test_metrics_are_a_no_op_outside_ray():
     m.chunk("segment", 3, 0.1)
     m.video("failed")
     assert m._metrics() is None
+
+
+def test_chunk_rows_carry_only_their_slice_of_the_pts_table(tmp_path):
+    """Issue 18 item 4: a long video's chunk rows do not each carry the whole pts table, and a
+    chunk decoded from its slice gives the frames (and pts) of a whole-video decode."""
+    from hqseg_ray.pipeline.stages import chunk_info
+    import av
+
+    from hqseg_ray.video import probe_video, read_frames
+
+    path = tmp_path / "long.mp4"
+    rng = np.random.default_rng(0)
+    with av.open(str(path), mode="w") as container:  # a keyframe every 10 frames
+        stream = container.add_stream("libx264", rate=24)
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+        stream.codec_context.gop_size = 10
+        stream.options = {"bf": "2", "sc_threshold": "0"}
+        for t in range(90):
+            frame = np.full((64, 96, 3), 40, np.uint8)
+            frame[10:30, t % 60:t % 60 + 20] = rng.integers(0, 255, 3)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    row = {"video": str(path), "video_id": "long", "prompts": [{"object_id": 3, "frame": 0, "box": [1, 1, 20, 20]}]}
+    cfg = _config()
+    cfg.chunking.chunk_frames, cfg.chunking.overlap = 16, 4
+    chunks = PlanStage(cfg)(_row(row["video"], row["video_id"], row["prompts"]))
+    assert len(chunks) >= 5
+    info = probe_video(row["video"])
+    for c in chunks:
+        assert "pts" not in json.loads(c["info_json"])
+        table = json.loads(c["table_json"])
+        assert len(table["pts"]) <= c["stop"] - table["offset"] + 1 < info.num_frames
+        assert table["offset"] <= c["start"]
+        sub, off = chunk_info(c["info_json"], c["table_json"])
+        assert sub.pts_time(c["start"] - off) == pytest.approx(info.pts_time(c["start"]))
+    last = DecodeStage(cfg, 64)(chunks[-2])
+    want, idx, pts = read_frames(row["video"], chunks[-2]["start"], chunks[-2]["stop"], info=info)
+    assert last["error"] == "" and list(last["frame_indices"]) == list(idx)
+    np.testing.assert_allclose(last["pts_times"], pts)
+    from hqseg_ray.model.engine import resize_longest_side
+
+    assert np.array_equal(last["frames"], np.stack([resize_longest_side(f, 64) for f in want]))
+    assert json.loads(chunks[0]["reserved_ids_json"]) == sorted({p["object_id"] for p in row["prompts"]})

@@ -44,8 +44,8 @@ def test_segment_video_reads_one_chunk_at_a_time(folder_video, monkeypatch):
 
     path, v = folder_video
     calls = []
-    real = video_mod.read_frames
-    monkeypatch.setattr(video_mod, "read_frames", lambda *a, **k: calls.append(a[1:3]) or real(*a, **k))
+    real = video_mod.iter_frames
+    monkeypatch.setattr(video_mod, "iter_frames", lambda *a, **k: calls.append(a[1:3]) or real(*a, **k))
     gen = segment_video(path, frame0_prompts(v), OracleEngine(v.annotations, v.frames), None,
                         chunking=ChunkingConfig(chunk_frames=12, overlap=4))
     first = next(gen)
