@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from types import SimpleNamespace
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -170,6 +170,35 @@ MODELS = {"toy": (256, 64), "vit_tiny": (1024, 256)}
 def feed_table(objects: Sequence[int] = (1, 5, 20), frames: int = 12, models: Sequence[str] = ("toy", "vit_tiny")) -> list[dict]:
     """:func:`measure` for each model geometry and object count."""
     return [measure(*MODELS[m], k, frames, label=m) for m in models for k in objects]
+
+
+CRITICAL_TARGET_MS = 15.0   # issue 19: critical-path non-model CPU per 1080p frame, 5 objects
+TOTAL_TARGET_MS = 250.0     # issue 19: total non-model CPU, 0.25 core-seconds per frame, 5 objects
+
+
+def feed_targets(feed: Optional[dict]) -> list[tuple]:
+    """``(metric, value, target, met)`` rows of ``hqseg bench``'s table for the 5-object rows."""
+    rows = []
+    for r in (feed or {}).get("rows", []):
+        if r["objects"] != 5:
+            continue
+        c, t = r["critical_ms"], r["total_ms"]
+        rows.append((f"tracker non-model CPU on the actor's critical path, ms/frame, 1080p, 5 objects ({r['model']})",
+                     c, f"<= {CRITICAL_TARGET_MS:g}", c <= CRITICAL_TARGET_MS))
+        rows.append((f"tracker non-model CPU in total, ms/frame, 1080p, 5 objects ({r['model']})", t,
+                     f"<= {TOTAL_TARGET_MS:g}", t <= TOTAL_TARGET_MS))
+    return rows
+
+
+def feed_markdown(feed: dict) -> list[str]:
+    """The projection table: per model and object count, CPU ms/frame and the frames/s it allows."""
+    lines = ["| CPU feed projection (instant fake engine, 1080p) | objects | critical-path CPU ms/frame | "
+             f"total CPU ms/frame | max frames/s per actor (CPU side) | GPU target frames/s |",
+             "|---|---|---|---|---|---|"]
+    for r in feed.get("rows", []):
+        lines.append(f"| {r['model']} geometry ({r['input_size']} px input) | {r['objects']} | {r['critical_ms']:.1f} | "
+                     f"{r['total_ms']:.1f} | {r['max_fps']:.0f} | {r['target_fps']:.0f} |")
+    return lines
 
 
 if __name__ == "__main__":  # pragma: no cover
