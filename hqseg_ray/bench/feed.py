@@ -160,14 +160,16 @@ def measure(image_size: int, low_res: int, n_objects: int, n_frames: int = 12, l
     crit_ms, total_ms = 1000 * crit / n_frames, 1000 * total / n_frames
     return {"model": label, "input_size": image_size, "objects": n_objects, "frames": n_frames,
             "frame_size": list(size), "critical_ms": round(crit_ms, 2), "total_ms": round(total_ms, 2),
-            "wall_ms": round(1000 * wall / n_frames, 2), "masks_kept": kept, "max_fps": round(1000 / max(crit_ms, 1e-6), 1),
+            "wall_ms": round(1000 * wall / n_frames, 2), "masks_kept": kept,
+            "max_fps": round(1000 / max(crit_ms, 1e-6), 1),
             "target_fps": TARGET_FPS}
 
 
 MODELS = {"toy": (256, 64), "vit_tiny": (1024, 256)}
 
 
-def feed_table(objects: Sequence[int] = (1, 5, 20), frames: int = 12, models: Sequence[str] = ("toy", "vit_tiny")) -> list[dict]:
+def feed_table(objects: Sequence[int] = (1, 5, 20), frames: int = 12,
+               models: Sequence[str] = ("toy", "vit_tiny")) -> list[dict]:
     """:func:`measure` for each model geometry and object count."""
     return [measure(*MODELS[m], k, frames, label=m) for m in models for k in objects]
 
@@ -196,8 +198,8 @@ def feed_markdown(feed: dict) -> list[str]:
              f"total CPU ms/frame | max frames/s per actor (CPU side) | GPU target frames/s |",
              "|---|---|---|---|---|---|"]
     for r in feed.get("rows", []):
-        lines.append(f"| {r['model']} geometry ({r['input_size']} px input) | {r['objects']} | {r['critical_ms']:.1f} | "
-                     f"{r['total_ms']:.1f} | {r['max_fps']:.0f} | {r['target_fps']:.0f} |")
+        lines.append(f"| {r['model']} geometry ({r['input_size']} px input) | {r['objects']} | "
+                     f"{r['critical_ms']:.1f} | {r['total_ms']:.1f} | {r['max_fps']:.0f} | {r['target_fps']:.0f} |")
     return lines
 
 

@@ -154,7 +154,8 @@ def interior_points(mask: np.ndarray, k: int) -> np.ndarray:
         py, px = divmod(idx, dist.shape[1])
         out.append((x0 + px + 0.5, y0 + py + 0.5))
         rr = int(np.floor(1.5 * r))  # blank the circle (only its bounding square is looked at)
-        ya, yb, xa, xb = max(0, py - rr), min(dist.shape[0], py + rr + 1), max(0, px - rr), min(dist.shape[1], px + rr + 1)
+        ya, yb = max(0, py - rr), min(dist.shape[0], py + rr + 1)
+        xa, xb = max(0, px - rr), min(dist.shape[1], px + rr + 1)
         yy, xx = np.ogrid[ya:yb, xa:xb]
         dist[ya:yb, xa:xb][(yy - py) ** 2 + (xx - px) ** 2 <= (1.5 * r) ** 2] = 0
     return np.asarray(out, np.float64).reshape(-1, 2)

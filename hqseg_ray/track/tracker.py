@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Optional, Sequence
 
@@ -29,11 +30,13 @@ from hqseg_ray.track.preds import Predictions, Verdict, judge, predictions
 from hqseg_ray.track.seeds import SeedPrompt, carried_states, normalize_prompts
 from hqseg_ray.track.step import occluded_state, propagation_prompt, reacquire_prompts, visible_state
 from hqseg_ray.track.stitch import mean_iou
-from hqseg_ray.track.types import ChunkResult, ObjectState, TrackEntry, TrackInfo, as_tracking_config
+from hqseg_ray.track.types import (ChunkResult, ObjectState, TrackEntry, TrackerEngine, TrackInfo,
+                                   as_tracking_config)
 
 logger = logging.getLogger(__name__)
 
 RLE_THREADS = DEFAULT_THREADS  # threads making the full-resolution masks + RLE (0: in the tracker's thread)
+ENCODE_AHEAD = True  # encode a chunk's later batches on a background thread while the first ones are tracked
 
 
 @dataclass
@@ -70,14 +73,15 @@ class _Job:
     candidates: Optional[list] = None       # re-acquisition: several prompts, the best one wins
 
 
-def track_chunk(engine, frames, frame_indices: Sequence[int], chunk_prompts: Sequence[Any], config: Any = None,
+def track_chunk(engine: TrackerEngine, frames, frame_indices: Sequence[int], chunk_prompts: Sequence[Any],
+                config: Any = None,
                 carry_in: Optional[dict] = None, *, chunk_index: int = 0, video_id: Optional[str] = None,
                 overlap_next: Optional[int] = None, original_size: Optional[tuple[int, int]] = None,
                 embeddings=None) -> ChunkResult:
     """Track every seeded object through one chunk.
 
     Args:
-        engine: a ``SegEngine``.
+        engine: a ``SegEngine`` (any :class:`~hqseg_ray.track.types.TrackerEngine`).
         frames: uint8 RGB ``[N, H, W, 3]`` (or a list), the chunk's frames in order. They may be
             pre-resized (long side = model input size) when ``original_size`` is given.
         frame_indices: ``[N]`` ascending video frame index of each frame.
@@ -112,7 +116,7 @@ def track_chunk(engine, frames, frame_indices: Sequence[int], chunk_prompts: Seq
             run.dedupe()
         return run.result(video_id, overlap_next)
     finally:
-        run.writer.close()
+        run.close()
 
 
 def _check_frames(frames, frame_indices, where: str) -> tuple[np.ndarray, list[int]]:
@@ -143,7 +147,8 @@ class _ChunkRun:
         self.entries: list[dict[int, TrackEntry]] = [{} for _ in fidx]
         self.seed_states: dict[tuple[int, int], ObjectState] = {}
         self.final: dict[int, ObjectState] = {}
-        self.emb = None
+        self._parts: list[tuple[int, int, Future]] = []
+        self._encoder: Optional[ThreadPoolExecutor] = None
         self._grays: dict[int, tuple[np.ndarray, float]] = {}
         self._work: dict[int, np.ndarray] = {}
         self.writer = FullResWriter(geo, RLE_THREADS)
@@ -202,19 +207,52 @@ class _ChunkRun:
 
     # -- model ----------------------------------------------------------------------------------
     def encode(self, embeddings=None) -> None:
-        t0 = time.perf_counter()
+        """Encode the chunk's frames ``encode_batch`` at a time (or take ``embeddings``). The first
+        batch is encoded here, the others one after the other on a background thread
+        (``ENCODE_AHEAD``): the forward sweep tracks a batch's frames while the next batch is being
+        encoded, and :meth:`_embeddings` waits for frame t's batch."""
         if embeddings is not None:
             if len(embeddings) != len(self.fidx):
                 raise ValueError(f"{self.where}{len(embeddings)} precomputed embeddings for {len(self.fidx)} frames")
-            self.emb = embeddings
-        else:
-            from hqseg_ray.model.engine import FrameEmbeddings
+            done: Future = Future()
+            done.set_result(embeddings)
+            self._parts = [(0, len(self.fidx), done)]
+            return
+        n = len(self.frames)
+        bs = max(self.tcfg.encode_batch or self.engine.config.encode_batch, 1)
 
-            bs = max(self.tcfg.encode_batch or self.engine.config.encode_batch, 1)
-            sizes = [self.geo.original_size] * len(self.frames)
-            parts = [self.engine.encode(self.frames[i:i + bs], sizes[i:i + bs]) for i in range(0, len(self.frames), bs)]
-            self.emb = FrameEmbeddings.concat(parts)
-        self.stats["encode_s"] += time.perf_counter() - t0
+        def enc(i: int):
+            t0 = time.perf_counter()
+            out = self.engine.encode(self.frames[i:i + bs], [self.geo.original_size] * len(self.frames[i:i + bs]))
+            self.stats["encode_s"] += time.perf_counter() - t0
+            return out
+
+        first: Future = Future()
+        first.set_result(enc(0))
+        self._parts = [(0, min(bs, n), first)]
+        rest = list(range(bs, n, bs))
+        if rest and ENCODE_AHEAD:
+            self._encoder = ThreadPoolExecutor(1, thread_name_prefix="hqseg-encode")
+            self._parts += [(i, min(i + bs, n), self._encoder.submit(enc, i)) for i in rest]
+        else:
+            for i in rest:
+                f: Future = Future()
+                f.set_result(enc(i))
+                self._parts.append((i, min(i + bs, n), f))
+
+    def _embeddings(self, t: int):
+        """(embeddings holding local frame t, index of their first frame); waits for the batch."""
+        for start, end, fut in self._parts:
+            if start <= t < end:
+                return fut.result(), start
+        raise IndexError(f"{self.where}frame {t} was not encoded")
+
+    def close(self) -> None:
+        """Stop the background threads (encoder, full-resolution writer)."""
+        if self._encoder is not None:
+            self._encoder.shutdown(wait=True, cancel_futures=True)
+            self._encoder = None
+        self.writer.close()
 
     def _gray(self, t: int) -> tuple[np.ndarray, float]:
         if t not in self._grays:
@@ -241,7 +279,7 @@ class _ChunkRun:
         from hqseg_ray.track.auto import discover_objects
 
         t0 = time.perf_counter()
-        found = discover_objects(self.engine, self.emb, 0, self.cfg.auto, image=self.frames[0])
+        found = discover_objects(self.engine, self._embeddings(0)[0], 0, self.cfg.auto, image=self.frames[0])
         for k in range(len(found)):
             tr = self._new_track(None, "auto")
             m = found.masks[k]
@@ -377,13 +415,16 @@ class _ChunkRun:
         return self._commit(t, jobs, preds, verdict)
 
     def _predict(self, t: int, jobs: list[_Job]) -> Predictions:
+        emb, first = self._embeddings(t)  # (waits for the background encoder first: not decode time)
         t0 = time.perf_counter()
         flat, owner = [], []
         for k, j in enumerate(jobs):
             cands = j.candidates if j.candidates else [j.prompt]
             flat += cands
             owner += [k] * len(cands)
-        logits_t, scores_t = self.engine.decode_low_res(self.emb, flat)
+        if first:  # the prompts' frames index this batch's embeddings
+            flat = [replace(p, frame=p.frame - first) for p in flat]
+        logits_t, scores_t = self.engine.decode_low_res(emb, flat)
         logits, scores = logits_t.float().cpu().numpy(), scores_t.float().cpu().numpy()
         self.stats["decode_s"] += time.perf_counter() - t0
         self.stats["decode_calls"] += 1

@@ -8,7 +8,7 @@ original frame size; dense masks never leave the tracker.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -204,6 +204,29 @@ class ObjectState:
                    since_full=int(d.get("since_full", 0)),
                    steps=[np.asarray(x, np.float64) for x in d.get("steps") or []],
                    areas_cut=bool(d.get("areas_cut", False)))
+
+
+@runtime_checkable
+class TrackerEngine(Protocol):
+    """What ``track_chunk`` needs of an engine: ``SegEngine``, the tests' oracle engine, the
+    benchmark's instant engine. (Automatic discovery, ``auto.enabled``, also calls
+    ``SegEngine.decode`` / ``postprocess``.)
+
+    Attributes:
+        image_size: the model's square input side (frames are resized so the long side is this).
+        low_res_size: ``(h, w)`` of the low-res logits.
+        config: has ``encode_batch`` (frames per ``encode`` call).
+    """
+
+    image_size: int
+    low_res_size: tuple[int, int]
+    config: Any
+
+    def encode(self, frames, original_sizes=None) -> Any:
+        """uint8 ``[N, h, w, 3]`` frames -> ``FrameEmbeddings`` of N frames."""
+
+    def decode_low_res(self, embeddings, prompts) -> tuple[Any, Any]:
+        """Prompts (``Prompt.frame`` indexes ``embeddings``) -> (logits ``[P, h, w]``, scores ``[P]``) tensors."""
 
 
 def as_tracking_config(config: Any) -> TrackingConfig:

@@ -120,3 +120,33 @@ def test_tracking_resized_frames_writes_original_size_masks_and_carry():
                       original_size=(96, 128))
     assert len(nxt.tracks) == len(video.objects)
     assert sum(e.rle is not None for ent in nxt.entries for e in ent.values()) >= 3 * 4
+
+
+def test_later_batches_are_encoded_on_a_background_thread_with_the_same_result(monkeypatch):
+    import threading
+
+    from hqseg_ray.track import tracker
+
+    video = synthetic_video(8, frames=10, size=(96, 128), n_objects=(3, 3), pan=False)
+    eng = OracleEngine(video.annotations, video.frames)  # encode_batch 4: batches at frames 0, 4, 8
+    threads = []
+    real = eng.encode
+    eng.encode = lambda frames, sizes=None: threads.append(threading.current_thread().name) or real(frames, sizes)
+    ahead = track_chunk(eng, video.frames, range(10), frame0_prompts(video))
+    assert threads[0] == threading.current_thread().name and len(threads) == 3
+    assert all(name.startswith("hqseg-encode") for name in threads[1:])
+    monkeypatch.setattr(tracker, "ENCODE_AHEAD", False)
+    monkeypatch.setattr(tracker, "RLE_THREADS", 0)
+    inline = track_chunk(eng, video.frames, range(10), frame0_prompts(video))
+    assert [{k: (e.rle, e.source) for k, e in ent.items()} for ent in ahead.entries] == \
+        [{k: (e.rle, e.source) for k, e in ent.items()} for ent in inline.entries]
+
+
+def test_the_test_and_bench_engines_are_tracker_engines():
+    from hqseg_ray.bench.feed import InstantEngine
+    from hqseg_ray.track.types import TrackerEngine
+
+    video = synthetic_video(8, frames=2, size=(96, 128), n_objects=(1, 1), pan=False)
+    assert isinstance(OracleEngine(video.annotations, video.frames), TrackerEngine)
+    assert isinstance(InstantEngine(256, 64, (96, 128), lambda t: np.zeros((1, 5)), "toy"), TrackerEngine)
+    assert not isinstance(object(), TrackerEngine)
