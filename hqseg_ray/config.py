@@ -552,8 +552,18 @@ class ComputeConfig(_Strict):
     segment_actors_max: int = Field(
         1, ge=1, description="Maximum number of segment actors; the pool grows up to this when more GPUs join.")
     gpus_per_actor: float = Field(
-        1.0, ge=0.0, description="GPUs reserved per segment actor (0 on a CPU-only machine). An actor "
-        "given a GPU that CUDA cannot use fails with an error naming the GPU, driver and torch CUDA build.")
+        1.0, ge=0.0, description="GPUs reserved per segment actor (0 on a CPU-only machine). A fraction "
+        "(0.5, 0.25, ...) lets several actors share one GPU, so one actor's CPU work (tracking, masks) "
+        "overlaps another's GPU work; above 1 a whole number. An actor given a GPU that CUDA cannot use "
+        "fails with an error naming the GPU, driver and torch CUDA build.")
+
+    @field_validator("gpus_per_actor")
+    @classmethod
+    def _gpus_fraction_or_whole(cls, v: float) -> float:
+        if v > 1 and v != int(v):
+            raise ValueError(f"gpus_per_actor {v} is not a fraction of one GPU or a whole number of GPUs "
+                             "(Ray schedules 0.5 or 2, not 1.5): use a value <= 1 or an integer")
+        return v
     cpus_per_actor: float = Field(1.0, gt=0.0, description="CPUs reserved per segment actor.")
     accelerator_type: Optional[str] = Field(
         None, description="Pin segment actors to nodes of this accelerator type (Ray's accelerator_type, "

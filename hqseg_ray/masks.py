@@ -67,10 +67,12 @@ def rle_iou(a: Sequence[dict], b: Sequence[dict]) -> np.ndarray:
 
 def mask_to_box(mask: np.ndarray) -> np.ndarray | None:
     """Tight XYXY box (pixel edges, so a one-pixel mask at (x, y) is [x, y, x+1, y+1])."""
-    ys, xs = np.nonzero(mask)
-    if xs.size == 0:
+    mask = np.asarray(mask)
+    rows = np.flatnonzero(mask.any(axis=1))  # projections: far cheaper than np.nonzero on a large mask
+    if rows.size == 0:
         return None
-    return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float64)
+    cols = np.flatnonzero(mask[rows[0]:rows[-1] + 1].any(axis=0))
+    return np.array([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], dtype=np.float64)
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:

@@ -127,6 +127,9 @@ def targets(res: dict) -> list[tuple[str, Optional[float], str, Optional[bool]]]
                  None if act_b is None else act_b >= 1.8))
     for name, frac in (res.get("overhead") or {}).items():
         rows.append((f"relay + stitch / wall ({name})", frac, "<= 0.05", frac <= 0.05))
+    from hqseg_ray.bench.feed import feed_targets
+
+    rows += feed_targets((res.get("scenarios") or {}).get("feed"))
     sp = res.get("speedup_vs_naive") or {}
     for k, v in (sp.get("engine") or {}).items():
         rows.append((f"speed-up over naive loop, engine path, {k} object(s)", v, "reported", None))
@@ -199,6 +202,10 @@ def markdown(res: dict) -> str:
             lines += ["", f"| objects/frame ({label}) | decode+masks s/frame |", "|---|---|"]
             lines += [f"| {k} | {v:.4f} |" for k, v in o["decode_s_per_frame"].items()]
             lines.append(f"| encode s/frame | {o['encode_s_per_frame']:.4f} |")
+    if "feed" in sc:
+        from hqseg_ray.bench.feed import feed_markdown
+
+        lines += ["", *feed_markdown(sc["feed"])]
     if "speed" in sc:
         lines += ["", f"| encode variant ({sc['speed']['model']}) | median s/frame | speed-up |", "|---|---|---|"]
         lines += [f"| {k} | {v['median_s']:.4f} | {v['speedup']:.2f} |" for k, v in sc["speed"]["variants"].items()]

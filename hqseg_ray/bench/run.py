@@ -18,7 +18,8 @@ from typing import Callable, Optional
 
 logger = logging.getLogger(__name__)
 
-SCENARIOS = ("engine", "naive", "objects", "speed", "vit_tiny", "vit_b", "job", "actors", "length", "serve", "compile")
+SCENARIOS = ("engine", "naive", "objects", "speed", "vit_tiny", "vit_b", "feed", "job", "actors", "length", "serve",
+             "compile")
 # compile runs only when named: compiling the encoder on a CPU takes minutes
 DEFAULT_SCENARIOS = tuple(s for s in SCENARIOS if s != "compile")
 
@@ -60,13 +61,16 @@ class Settings:
     serve_clients: tuple[int, ...] = (1, 16)
     serve_seconds: float = 10.0
     compile_timeout_s: float = 180.0
+    feed_frames: int = 12                  # 1080p frames tracked per row of the CPU feed projection
+    feed_objects: tuple[int, ...] = (1, 5, 20)
     seed: int = 7
 
     @classmethod
     def quick(cls) -> "Settings":
         return cls(mode="quick", job_videos=1, job_frames=24, chunk_frames=16, overlap=2, engine_frames=8,
                    naive_frames=3, scaling_frames=2, ab_frames=4, ab_reps=1, ab_decode_prompts=4, vit_tiny_frames=1,
-                   vit_tiny_objects=(1, 4), length_seconds=(2.0, 20.0), serve_seconds=3.0)
+                   vit_tiny_objects=(1, 4), length_seconds=(2.0, 20.0), serve_seconds=3.0,
+                   feed_frames=4)
 
     @classmethod
     def full(cls) -> "Settings":

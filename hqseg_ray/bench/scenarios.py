@@ -265,8 +265,16 @@ def sc_compile(ctx: Context) -> None:
     ctx.results["compile"] = r
 
 
+def sc_feed(ctx: Context) -> None:
+    """Non-model CPU of the tracker per 1080p frame (instant fake engine), toy and vit_tiny geometry."""
+    from hqseg_ray.bench.feed import feed_table
+
+    s = ctx.settings
+    ctx.results["feed"] = {"rows": feed_table(s.feed_objects, s.feed_frames)}
+
+
 RUNNERS: dict[str, Callable[[Context], None]] = {
     "engine": sc_engine, "naive": sc_naive, "objects": sc_objects, "speed": sc_speed, "vit_tiny": sc_vit_tiny,
-    "vit_b": sc_vit_b,
+    "vit_b": sc_vit_b, "feed": sc_feed,
     "job": sc_job, "actors": sc_actors, "length": sc_length, "serve": sc_serve, "compile": sc_compile,
 }

@@ -14,6 +14,8 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
+from hqseg_ray.masks import mask_to_box
+
 FLOW_LONG_SIDE = 512  # optical flow runs on grey frames no larger than this (speed; motion is coarse)
 LOGIT_FILL = -20.0    # value of logits shifted in from outside (confident background)
 _KERNEL = np.ones((5, 5), np.uint8)
@@ -59,13 +61,20 @@ def estimate_motions(prev_gray: np.ndarray, cur_gray: np.ndarray, factor: float,
         if m8.shape != (gh, gw):
             m8 = cv2.resize(m8, (gw, gh), interpolation=cv2.INTER_NEAREST)
         # features strictly inside the object: corners on its outline mix in the background's motion
-        inner = cv2.erode(m8, _KERNEL) if m8.sum() > 64 else m8
-        if inner.sum() < 4:
+        inner = cv2.erode(m8, _KERNEL) if np.count_nonzero(m8) > 64 else m8
+        if np.count_nonzero(inner) < 4:
             continue
-        pts = cv2.goodFeaturesToTrack(prev_gray, maxCorners=max_corners, qualityLevel=0.01, minDistance=3,
-                                      mask=inner, blockSize=5)
+        # only the mask's box (and a margin the corner filters reach over) is searched: the same
+        # corners as on the whole frame, at the cost of the object's size
+        box = mask_to_box(inner)
+        x0, y0 = max(0, int(box[0]) - 8), max(0, int(box[1]) - 8)
+        x1, y1 = min(gw, int(box[2]) + 8), min(gh, int(box[3]) + 8)
+        pts = cv2.goodFeaturesToTrack(np.ascontiguousarray(prev_gray[y0:y1, x0:x1]), maxCorners=max_corners,
+                                      qualityLevel=0.01, minDistance=3, mask=np.ascontiguousarray(inner[y0:y1, x0:x1]),
+                                      blockSize=5)
         if pts is None or len(pts) < min_points:  # textureless inside: no flow (the caller uses velocity)
             continue
+        pts = pts + np.array([x0, y0], np.float32)
         all_pts.append(pts.reshape(-1, 1, 2).astype(np.float32))
         owner += [k] * len(pts)
     out = [Motion() for _ in masks]
@@ -130,10 +139,10 @@ def interior_points(mask: np.ndarray, k: int) -> np.ndarray:
     maxima outside the circles already taken. Returns ``[n, 2]`` float (X, Y) pixel centres."""
     if k <= 0:
         return np.zeros((0, 2))
-    ys, xs = np.nonzero(mask)
-    if xs.size == 0:
+    box = mask_to_box(mask)
+    if box is None:
         return np.zeros((0, 2))
-    x0, y0, x1, y1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+    x0, y0, x1, y1 = (int(v) for v in box)
     crop = np.pad(mask[y0:y1, x0:x1].astype(np.uint8), 1)
     dist = cv2.distanceTransform(crop, cv2.DIST_L2, 3)[1:-1, 1:-1]
     out = []
@@ -144,15 +153,31 @@ def interior_points(mask: np.ndarray, k: int) -> np.ndarray:
             break
         py, px = divmod(idx, dist.shape[1])
         out.append((x0 + px + 0.5, y0 + py + 0.5))
-        yy, xx = np.ogrid[: dist.shape[0], : dist.shape[1]]
-        dist[(yy - py) ** 2 + (xx - px) ** 2 <= (1.5 * r) ** 2] = 0
+        rr = int(np.floor(1.5 * r))  # blank the circle (only its bounding square is looked at)
+        ya, yb = max(0, py - rr), min(dist.shape[0], py + rr + 1)
+        xa, xb = max(0, px - rr), min(dist.shape[1], px + rr + 1)
+        yy, xx = np.ogrid[ya:yb, xa:xb]
+        dist[ya:yb, xa:xb][(yy - py) ** 2 + (xx - px) ** 2 <= (1.5 * r) ** 2] = 0
     return np.asarray(out, np.float64).reshape(-1, 2)
 
 
-class LowResGeometry:
-    """Maps original-frame pixels to the model's low-res logit grid for one frame size."""
+WORK_LONG_SIDE = 1024  # the tracker's masks are at most this large on the long side (see LowResGeometry)
 
-    def __init__(self, original_size: tuple[int, int], image_size: int, low_res_size: tuple[int, int]):
+
+class LowResGeometry:
+    """Maps original-frame pixels to the model's low-res logit grid and to the tracker's work grid
+    for one frame size.
+
+    The *work grid* ``work_size`` (h, w) is where the tracker's masks live and every area, box,
+    overlap and colour decision is computed: the frames as the tracker holds them (the model's
+    input size when the job resized them; default the original size), at most ``WORK_LONG_SIDE``
+    on the long side. Boxes, points, motions and areas stay in original pixels everywhere else
+    (``box_to_work`` / ``box_from_work`` / ``px_area`` convert); only the masks written out (RLE)
+    are made at the original size (:meth:`full_masks`).
+    """
+
+    def __init__(self, original_size: tuple[int, int], image_size: int, low_res_size: tuple[int, int],
+                 work_size: Optional[tuple[int, int]] = None):
         h, w = original_size
         scale = image_size / max(h, w)
         self.original_size = (int(h), int(w))
@@ -161,6 +186,77 @@ class LowResGeometry:
         self.low_res_size = (int(low_res_size[0]), int(low_res_size[1]))
         self.fx = self.input_size[1] / w * self.low_res_size[1] / image_size
         self.fy = self.input_size[0] / h * self.low_res_size[0] / image_size
+        wh, ww = work_size if work_size is not None else self.original_size
+        if max(wh, ww) > WORK_LONG_SIDE:
+            f = WORK_LONG_SIDE / max(wh, ww)
+            wh, ww = int(wh * f + 0.5), int(ww * f + 0.5)
+        self.work_size = (int(wh), int(ww))
+        self.sx, self.sy = ww / w, wh / h                     # work pixels per original pixel
+        self.px_area = (h * w) / float(wh * ww)               # original pixels per work pixel
+        r = image_size / self.low_res_size[0]
+        self._ratio = int(round(r)) if abs(r - round(r)) < 1e-9 and self.low_res_size[0] == self.low_res_size[1] else 0
+
+    # -- work grid ------------------------------------------------------------------------------
+    def box_to_work(self, box: np.ndarray) -> np.ndarray:
+        """XYXY original pixels -> work-grid pixels."""
+        return np.asarray(box, np.float64) * np.array([self.sx, self.sy, self.sx, self.sy])
+
+    def box_from_work(self, box: Optional[np.ndarray]) -> Optional[np.ndarray]:
+        """XYXY work-grid pixels (``mask_to_box`` of a work mask) -> original pixels; None stays None."""
+        return None if box is None else np.asarray(box, np.float64) / np.array([self.sx, self.sy, self.sx, self.sy])
+
+    def to_work(self, mask: np.ndarray) -> np.ndarray:
+        """``[H, W]`` bool mask of any size -> ``[h, w]`` bool on the work grid (nearest)."""
+        if tuple(mask.shape) == self.work_size:
+            return np.asarray(mask, bool)
+        return cv2.resize(np.asarray(mask, np.uint8), self.work_size[::-1], interpolation=cv2.INTER_NEAREST) > 0
+
+    def work_masks(self, logits: np.ndarray) -> list[np.ndarray]:
+        """Low-res logits ``[P, h, w]`` -> ``P`` bool masks on the work grid, upsampled as the engine
+        does (bilinear to the padded ``image_size`` square, cropped to the input size, bilinear to
+        the target) and thresholded at 0. When the work grid is the input size only the window
+        around each mask's positive cells is upsampled (exact: bilinear upsampling by an integer
+        factor reads only the neighbouring cells)."""
+        if self.work_size != self.input_size or not self._ratio:
+            return [m for m in self._upsample(logits, self.work_size) > 0]
+        r, (ih, iw) = self._ratio, self.input_size
+        lh, lw = self.low_res_size
+        out = []
+        for lg in np.asarray(logits, np.float32):
+            m = np.zeros(self.work_size, bool)
+            pos = lg > 0
+            rows, cols = np.flatnonzero(pos.any(1)), np.flatnonzero(pos.any(0))
+            if rows.size:
+                y0, y1 = max(0, rows[0] - 1), min(lh, rows[-1] + 2)   # cells whose pixels may be > 0
+                x0, x1 = max(0, cols[0] - 1), min(lw, cols[-1] + 2)
+                sy0, sy1, sx0, sx1 = max(0, y0 - 1), min(lh, y1 + 1), max(0, x0 - 1), min(lw, x1 + 1)  # + neighbours
+                up = cv2.resize(np.ascontiguousarray(lg[sy0:sy1, sx0:sx1]), ((sx1 - sx0) * r, (sy1 - sy0) * r),
+                                interpolation=cv2.INTER_LINEAR)
+                up = up[(y0 - sy0) * r:(y1 - sy0) * r, (x0 - sx0) * r:(x1 - sx0) * r]
+                Y0, X0 = y0 * r, x0 * r
+                Y1, X1 = min(ih, y1 * r), min(iw, x1 * r)
+                if Y1 > Y0 and X1 > X0:
+                    m[Y0:Y1, X0:X1] = up[:Y1 - Y0, :X1 - X0] > 0
+            out.append(m)
+        return out
+
+    def full_masks(self, logits: np.ndarray) -> np.ndarray:
+        """Low-res logits ``[P, h, w]`` -> ``[P, H, W]`` bool masks at the original frame size
+        (``SegEngine.postprocess``'s upsampling, with OpenCV)."""
+        return self._upsample(logits, self.original_size) > 0
+
+    def full_logits(self, logits: np.ndarray, size: Optional[tuple[int, int]] = None) -> np.ndarray:
+        """Low-res logits ``[P, h, w]`` -> ``[P, H, W]`` float32 upsampled logits (``size``: default original)."""
+        return self._upsample(logits, size or self.original_size)
+
+    def _upsample(self, logits: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        s, (ih, iw), (oh, ow) = self.image_size, self.input_size, size
+        logits = np.asarray(logits, np.float32)
+        out = np.empty((len(logits), oh, ow), np.float32)
+        for i, lg in enumerate(logits):
+            x = cv2.resize(np.ascontiguousarray(lg), (s, s), interpolation=cv2.INTER_LINEAR)[:ih, :iw]
+            out[i] = x if (ih, iw) == (oh, ow) else cv2.resize(x, (ow, oh), interpolation=cv2.INTER_LINEAR)
+        return out
 
     def shift_logits(self, logits: np.ndarray, motion: Motion, box: Optional[np.ndarray] = None) -> np.ndarray:
         """Warp ``[h, w]`` logits by the motion (scale about the box centre, when given)."""

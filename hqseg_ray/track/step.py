@@ -45,6 +45,8 @@ def propagation_prompt(state: ObjectState, motion: Motion, local_frame: int, cfg
     points = labels = None
     if state.lost == 0 and cfg.num_points > 0:
         pts = interior_points(state.mask, cfg.num_points)
+        if len(pts) and tuple(state.mask.shape) != tuple(size):  # a work-grid mask: to original pixels
+            pts = pts * np.array([size[1] / state.mask.shape[1], size[0] / state.mask.shape[0]])
         if len(pts):
             pts = pts + np.array([motion.dx, motion.dy])
             pts[:, 0] = np.clip(pts[:, 0], box[0], box[2])
@@ -203,9 +205,11 @@ def edge_boxes(box: np.ndarray, bw: float, bh: float, size: tuple[int, int], los
     return out
 
 
-def touching(masks: list[np.ndarray], oks: list[bool], gap: int = 2) -> list[bool]:
-    """For each kept mask of one frame: does it come within ``gap`` pixels of another kept mask?"""
-    boxes = [mask_to_box(m) if ok else None for m, ok in zip(masks, oks)]
+def touching(masks: list[np.ndarray], oks: list[bool], gap: int = 2, boxes: Optional[list] = None) -> list[bool]:
+    """For each kept mask of one frame: does it come within ``gap`` pixels of another kept mask?
+    ``boxes``: the masks' tight boxes when the caller has them."""
+    boxes = [(mask_to_box(m) if boxes is None else boxes[k]) if ok else None
+             for k, (m, ok) in enumerate(zip(masks, oks))]
     out = [False] * len(masks)
     for a in range(len(masks)):
         for b in range(a + 1, len(masks)):
@@ -253,7 +257,8 @@ def accept(state: Optional[ObjectState], area: int, score: float, cfg: TrackerCo
 
 def visible_state(prev: Optional[ObjectState], template: ObjectState, frame_index: int, mask: np.ndarray,
                   logits: np.ndarray, score: float, motion: Optional[Motion], seed: bool,
-                  cfg: TrackerConfig, contact: bool = False, at_border: bool = False) -> ObjectState:
+                  cfg: TrackerConfig, contact: bool = False, at_border: bool = False,
+                  area: Optional[int] = None, box: Optional[np.ndarray] = None) -> ObjectState:
     """State after a good mask on ``frame_index``. ``template`` supplies ids; ``prev`` the history
     (None or ignored for seeds, which restart the area history). ``contact``: the mask touches
     another object's on this frame, so its box and flow points may mix in the other object (one
@@ -261,9 +266,10 @@ def visible_state(prev: Optional[ObjectState], template: ObjectState, frame_inde
     object box. ``at_border``: the mask touches the frame's edge, so its area is that of the part in
     view: once the object has been seen whole such areas stay out of the area history, which is the
     reference of the occlusion and growth tests (an object leaving and coming back through the edge
-    is judged against its whole size, not against the sliver it was when it left)."""
-    area = int(mask.sum())
-    box = mask_to_box(mask)
+    is judged against its whole size, not against the sliver it was when it left). ``area`` (original
+    pixels) and ``box`` (XYXY, original pixels): the mask's, when it is not at the original size."""
+    area = int(np.count_nonzero(mask)) if area is None else int(area)
+    box = mask_to_box(mask) if box is None else np.asarray(box, np.float64)
     if seed or prev is None:
         areas, vel, dist, scores = [area], (prev.velocity if prev is not None else np.zeros(2)), 0, [float(score)]
         full_box, since_full, steps, cut = box, 0, [], at_border
@@ -305,7 +311,8 @@ def occluded_state(prev: ObjectState, frame_index: int) -> ObjectState:
 
 
 def exclusive(jobs: list, masks: list[np.ndarray], scores, oks: list[bool], max_overlap: float,
-              carve: Optional[list] = None) -> list[bool]:
+              carve: Optional[list] = None, areas: Optional[list] = None, boxes: Optional[list] = None,
+              geo=None) -> list[bool]:
     """Keep two objects of one frame from claiming the same pixels.
 
     A re-acquired mask loses when more than ``max_overlap`` of its pixels lie inside the mask of a
@@ -319,14 +326,20 @@ def exclusive(jobs: list, masks: list[np.ndarray], scores, oks: list[bool], max_
     that jumped loses -- its new mask overlaps the other's previous mask (moved by that object's
     motion) more than its own -- else the one less consistent with its previous mask, else the
     lower predicted IoU.
+
+    Masks may be on a smaller grid than the original frame (the tracker's work grid): ``geo``
+    (a ``LowResGeometry``) then converts motions to that grid and pixel counts to original pixels,
+    ``areas`` are the masks' areas in original pixels and ``boxes`` their tight boxes on the grid.
     """
     n = len(jobs)
+    sx, sy, px = (geo.sx, geo.sy, geo.px_area) if geo is not None else (1.0, 1.0, 1.0)
     prop = [j.mode != "seed" and j.prev.lost == 0 and oks[k] for k, j in enumerate(jobs)]
-    prev = [shift_mask(j.prev.mask, (j.motion or Motion()).dx, (j.motion or Motion()).dy) if prop[k] else None
-            for k, j in enumerate(jobs)]
+    prev = [shift_mask(j.prev.mask, (j.motion or Motion()).dx * sx, (j.motion or Motion()).dy * sy) if prop[k]
+            else None for k, j in enumerate(jobs)]
     klass = [2 if j.mode == "seed" else (1 if j.prev.lost == 0 else 0) for j in jobs]
-    areas = [int(m.sum()) for m in masks]
-    boxes = [mask_to_box(m) if ok else None for m, ok in zip(masks, oks)]
+    areas = [int(np.count_nonzero(m)) for m in masks] if areas is None else list(areas)
+    boxes = [(mask_to_box(m) if boxes is None else boxes[k]) if ok else None
+             for k, (m, ok) in enumerate(zip(masks, oks))]
 
     def iou(a: np.ndarray, b: np.ndarray) -> float:
         u = np.logical_or(a, b).sum()
@@ -340,7 +353,7 @@ def exclusive(jobs: list, masks: list[np.ndarray], scores, oks: list[bool], max_
             if min(boxes[a][2], boxes[b][2]) <= max(boxes[a][0], boxes[b][0]) or \
                     min(boxes[a][3], boxes[b][3]) <= max(boxes[a][1], boxes[b][1]):
                 continue
-            inter = int(np.logical_and(masks[a], masks[b]).sum())
+            inter = int(np.count_nonzero(np.logical_and(masks[a], masks[b])) * px + 0.5)
             if klass[a] == 0 or klass[b] == 0:  # a re-acquisition landing on another object
                 lo = a if klass[a] < klass[b] or (klass[a] == klass[b] and scores[a] < scores[b]) else b
                 if inter > max_overlap * areas[lo]:
@@ -393,8 +406,9 @@ def choose_candidates(jobs: list, owner: list[int], masks: list[np.ndarray], sco
         idx = sorted((i for i, o in enumerate(owner) if o == k), key=lambda i: (-float(rank[i]), -float(scores[i])))
         pick[k] = idx[0]
         for i in idx:
-            area = masks[i].sum()
-            if oks[i] and all(np.logical_and(masks[i], masks[f]).sum() <= max_overlap * area for f in firm):
+            area = np.count_nonzero(masks[i])
+            if oks[i] and all(np.count_nonzero(np.logical_and(masks[i], masks[f])) <= max_overlap * area
+                              for f in firm):
                 pick[k] = i
                 break
     return pick

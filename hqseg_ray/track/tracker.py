@@ -16,22 +16,27 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Optional, Sequence
 
 import numpy as np
 
 from hqseg_ray.config import TrackingConfig  # noqa: F401  (documented type of config)
-from hqseg_ray.masks import mask_to_box, rle_encode, rle_encode_many
-from hqseg_ray.track.motion import (LowResGeometry, Motion, clip_mask, color_hist, estimate_motions, expand_box,
-                                    hist_similarity, to_gray, update_colour_model)
+from hqseg_ray.masks import mask_to_box, rle_encode
+from hqseg_ray.track.fullres import DEFAULT_THREADS, FullResWriter, frame_job, resolve
+from hqseg_ray.track.motion import LowResGeometry, Motion, estimate_motions, to_gray, update_colour_model
+from hqseg_ray.track.preds import Predictions, Verdict, judge, predictions
 from hqseg_ray.track.seeds import SeedPrompt, carried_states, normalize_prompts
-from hqseg_ray.track.step import (accept, choose_candidates, exclusive, occluded_state, propagation_prompt,
-                                  reacquire_prompts, touches_border, touching, visible_state)
+from hqseg_ray.track.step import occluded_state, propagation_prompt, reacquire_prompts, visible_state
 from hqseg_ray.track.stitch import mean_iou
-from hqseg_ray.track.types import ChunkResult, ObjectState, TrackEntry, TrackInfo, as_tracking_config
+from hqseg_ray.track.types import (ChunkResult, ObjectState, TrackEntry, TrackerEngine, TrackInfo,
+                                   as_tracking_config)
 
 logger = logging.getLogger(__name__)
+
+RLE_THREADS = DEFAULT_THREADS  # threads making the full-resolution masks + RLE (0: in the tracker's thread)
+ENCODE_AHEAD = True  # encode a chunk's later batches on a background thread while the first ones are tracked
 
 
 @dataclass
@@ -68,14 +73,15 @@ class _Job:
     candidates: Optional[list] = None       # re-acquisition: several prompts, the best one wins
 
 
-def track_chunk(engine, frames, frame_indices: Sequence[int], chunk_prompts: Sequence[Any], config: Any = None,
+def track_chunk(engine: TrackerEngine, frames, frame_indices: Sequence[int], chunk_prompts: Sequence[Any],
+                config: Any = None,
                 carry_in: Optional[dict] = None, *, chunk_index: int = 0, video_id: Optional[str] = None,
                 overlap_next: Optional[int] = None, original_size: Optional[tuple[int, int]] = None,
                 embeddings=None) -> ChunkResult:
     """Track every seeded object through one chunk.
 
     Args:
-        engine: a ``SegEngine``.
+        engine: a ``SegEngine`` (any :class:`~hqseg_ray.track.types.TrackerEngine`).
         frames: uint8 RGB ``[N, H, W, 3]`` (or a list), the chunk's frames in order. They may be
             pre-resized (long side = model input size) when ``original_size`` is given.
         frame_indices: ``[N]`` ascending video frame index of each frame.
@@ -95,19 +101,22 @@ def track_chunk(engine, frames, frame_indices: Sequence[int], chunk_prompts: Seq
     where = f"video {video_id!r} chunk {chunk_index}: " if video_id is not None else f"chunk {chunk_index}: "
     frames, fidx = _check_frames(frames, frame_indices, where)
     orig = (int(original_size[0]), int(original_size[1])) if original_size else tuple(frames.shape[1:3])
-    run = _ChunkRun(engine, frames, fidx, cfg, LowResGeometry(orig, engine.image_size, engine.low_res_size),
-                    chunk_index, where)
-    run.add_prompts(chunk_prompts)
-    run.add_carry(carry_in)
-    discover = cfg.auto.enabled or (cfg.stitch.mechanism == "auto_match" and chunk_index > 0 and not carry_in)
-    if run.tracks or discover:
-        run.encode(embeddings)
-        if discover:
-            run.discover()
-        run.sweep(forward=True)
-        run.sweep(forward=False)
-        run.dedupe()
-    return run.result(video_id, overlap_next)
+    geo = LowResGeometry(orig, engine.image_size, engine.low_res_size, work_size=tuple(frames.shape[1:3]))
+    run = _ChunkRun(engine, frames, fidx, cfg, geo, chunk_index, where)
+    try:
+        run.add_prompts(chunk_prompts)
+        run.add_carry(carry_in)
+        discover = cfg.auto.enabled or (cfg.stitch.mechanism == "auto_match" and chunk_index > 0 and not carry_in)
+        if run.tracks or discover:
+            run.encode(embeddings)
+            if discover:
+                run.discover()
+            run.sweep(forward=True)
+            run.sweep(forward=False)
+            run.dedupe()
+        return run.result(video_id, overlap_next)
+    finally:
+        run.close()
 
 
 def _check_frames(frames, frame_indices, where: str) -> tuple[np.ndarray, list[int]]:
@@ -138,8 +147,11 @@ class _ChunkRun:
         self.entries: list[dict[int, TrackEntry]] = [{} for _ in fidx]
         self.seed_states: dict[tuple[int, int], ObjectState] = {}
         self.final: dict[int, ObjectState] = {}
-        self.emb = None
+        self._parts: list[tuple[int, int, Future]] = []
+        self._encoder: Optional[ThreadPoolExecutor] = None
         self._grays: dict[int, tuple[np.ndarray, float]] = {}
+        self._work: dict[int, np.ndarray] = {}
+        self.writer = FullResWriter(geo, RLE_THREADS)
         self.stats = {"frames": len(fidx), "encode_s": 0.0, "decode_s": 0.0, "flow_s": 0.0, "discover_s": 0.0,
                       "decode_calls": 0, "decoded_prompts": 0}
 
@@ -189,49 +201,100 @@ class _ChunkRun:
                 continue  # a prompt on the carried frame wins
             tr = self.tracks[tid] if tid is not None else self._new_track(st.object_id, "carry")
             tr.info.carried_from = (src_chunk, st.track_id)
-            st = replace(st, track_id=tr.info.track_id, kind=tr.info.kind)
+            st = replace(st, track_id=tr.info.track_id, kind=tr.info.kind, rle=rle_encode(st.mask),
+                         mask=self.geo.to_work(st.mask))
             self._add_seed(tr, _Seed(t, "carry", state=st))
 
     # -- model ----------------------------------------------------------------------------------
     def encode(self, embeddings=None) -> None:
-        t0 = time.perf_counter()
+        """Encode the chunk's frames ``encode_batch`` at a time (or take ``embeddings``). The first
+        batch is encoded here, the others one after the other on a background thread
+        (``ENCODE_AHEAD``): the forward sweep tracks a batch's frames while the next batch is being
+        encoded, and :meth:`_embeddings` waits for frame t's batch."""
         if embeddings is not None:
             if len(embeddings) != len(self.fidx):
                 raise ValueError(f"{self.where}{len(embeddings)} precomputed embeddings for {len(self.fidx)} frames")
-            self.emb = embeddings
-        else:
-            from hqseg_ray.model.engine import FrameEmbeddings
+            done: Future = Future()
+            done.set_result(embeddings)
+            self._parts = [(0, len(self.fidx), done)]
+            return
+        n = len(self.frames)
+        bs = max(self.tcfg.encode_batch or self.engine.config.encode_batch, 1)
 
-            bs = max(self.tcfg.encode_batch or self.engine.config.encode_batch, 1)
-            sizes = [self.geo.original_size] * len(self.frames)
-            parts = [self.engine.encode(self.frames[i:i + bs], sizes[i:i + bs]) for i in range(0, len(self.frames), bs)]
-            self.emb = FrameEmbeddings.concat(parts)
-        self.stats["encode_s"] += time.perf_counter() - t0
+        def enc(i: int):
+            t0 = time.perf_counter()
+            out = self.engine.encode(self.frames[i:i + bs], [self.geo.original_size] * len(self.frames[i:i + bs]))
+            self.stats["encode_s"] += time.perf_counter() - t0
+            return out
+
+        first: Future = Future()
+        first.set_result(enc(0))
+        self._parts = [(0, min(bs, n), first)]
+        rest = list(range(bs, n, bs))
+        if rest and ENCODE_AHEAD:
+            self._encoder = ThreadPoolExecutor(1, thread_name_prefix="hqseg-encode")
+            self._parts += [(i, min(i + bs, n), self._encoder.submit(enc, i)) for i in rest]
+        else:
+            for i in rest:
+                f: Future = Future()
+                f.set_result(enc(i))
+                self._parts.append((i, min(i + bs, n), f))
+
+    def _embeddings(self, t: int):
+        """(embeddings holding local frame t, index of their first frame); waits for the batch."""
+        for start, end, fut in self._parts:
+            if start <= t < end:
+                return fut.result(), start
+        raise IndexError(f"{self.where}frame {t} was not encoded")
+
+    def close(self) -> None:
+        """Stop the background threads (encoder, full-resolution writer)."""
+        if self._encoder is not None:
+            self._encoder.shutdown(wait=True, cancel_futures=True)
+            self._encoder = None
+        self.writer.close()
 
     def _gray(self, t: int) -> tuple[np.ndarray, float]:
         if t not in self._grays:
-            g, f = to_gray(self.frames[t])
-            self._grays[t] = (g, f * self.frames.shape[2] / self.geo.original_size[1])
+            frame = self._work_frame(t)
+            g, f = to_gray(frame)
+            self._grays[t] = (g, f * frame.shape[1] / self.geo.original_size[1])
+            if len(self._grays) > 4:  # a sweep needs this frame and its neighbour
+                self._grays.pop(next(iter(self._grays)))
         return self._grays[t]
+
+    def _work_frame(self, t: int) -> np.ndarray:
+        """Frame t on the work grid (the frame itself unless it is larger than WORK_LONG_SIDE)."""
+        if tuple(self.frames.shape[1:3]) == self.geo.work_size:
+            return self.frames[t]
+        if t not in self._work:
+            import cv2
+
+            self._work[t] = cv2.resize(self.frames[t], self.geo.work_size[::-1], interpolation=cv2.INTER_AREA)
+            if len(self._work) > 4:
+                self._work.pop(next(iter(self._work)))
+        return self._work[t]
 
     def discover(self) -> None:
         from hqseg_ray.track.auto import discover_objects
 
         t0 = time.perf_counter()
-        found = discover_objects(self.engine, self.emb, 0, self.cfg.auto, image=self.frames[0])
+        found = discover_objects(self.engine, self._embeddings(0)[0], 0, self.cfg.auto, image=self.frames[0])
         for k in range(len(found)):
             tr = self._new_track(None, "auto")
             m = found.masks[k]
-            st = ObjectState(tr.info.track_id, None, "auto", self.fidx[0], found.logits[k], m, mask_to_box(m),
-                             [int(m.sum())], np.zeros(2), 0, float(found.scores[k]), 0,
-                             [float(found.scores[k])])
+            st = ObjectState(track_id=tr.info.track_id, object_id=None, kind="auto", frame_index=self.fidx[0],
+                             logits=found.logits[k], mask=self.geo.to_work(m), box=mask_to_box(m),
+                             areas=[int(np.count_nonzero(m))], velocity=np.zeros(2), lost=0,
+                             score=float(found.scores[k]), seed_distance=0, scores=[float(found.scores[k])],
+                             rle=rle_encode(m))
             self._add_seed(tr, _Seed(0, "auto", state=st))
         self.stats["discover_s"] += time.perf_counter() - t0
         self.stats["discovered"] = len(found)
 
     # -- propagation ------------------------------------------------------------------------------
     def _emit_state(self, t: int, tid: int, st: ObjectState) -> None:
-        rle = rle_encode(st.mask) if st.lost == 0 else None
+        rle = st.full_rle() if st.lost == 0 else None
         source = "auto" if self.tracks[tid].info.kind == "auto" else "track"
         self.entries[t][tid] = TrackEntry(rle, float(st.score), source, int(st.seed_distance))
 
@@ -345,116 +408,77 @@ class _ChunkRun:
         return jobs
 
     def _decode(self, t: int, jobs: list[_Job]) -> list[Optional[ObjectState]]:
-        """Decode all jobs of frame t in one engine call; update entries; return the new states
-        (None = lost for good)."""
+        """Decode all jobs of frame t in one engine call, judge the predictions and commit the
+        verdict (entries, full-resolution masks); return the new states (None = lost for good)."""
+        preds = self._predict(t, jobs)
+        verdict = judge(jobs, preds, self._work_frame(t), self.tcfg, self.geo)
+        return self._commit(t, jobs, preds, verdict)
+
+    def _predict(self, t: int, jobs: list[_Job]) -> Predictions:
+        emb, first = self._embeddings(t)  # (waits for the background encoder first: not decode time)
         t0 = time.perf_counter()
         flat, owner = [], []
         for k, j in enumerate(jobs):
             cands = j.candidates if j.candidates else [j.prompt]
             flat += cands
             owner += [k] * len(cands)
-        logits_t, scores_t = self.engine.decode_low_res(self.emb, flat)
-        all_masks = self.engine.postprocess(self.emb, [t] * len(flat), logits_t)
-        all_logits, all_scores = logits_t.float().cpu().numpy(), scores_t.float().cpu().numpy()
+        if first:  # the prompts' frames index this batch's embeddings
+            flat = [replace(p, frame=p.frame - first) for p in flat]
+        logits_t, scores_t = self.engine.decode_low_res(emb, flat)
+        logits, scores = logits_t.float().cpu().numpy(), scores_t.float().cpu().numpy()
         self.stats["decode_s"] += time.perf_counter() - t0
         self.stats["decode_calls"] += 1
         self.stats["decoded_prompts"] += len(flat)
-        all_masks = [np.asarray(m) for m in all_masks]
-        raw_areas = [int(m.sum()) for m in all_masks]  # before clipping: a jump or bleed shows as growth
-        if self.tcfg.clip_to_box:
-            for i, k in enumerate(owner):
-                box = flat[i].box
-                if box is None:
-                    continue
-                if jobs[k].mode == "seed":
-                    box = expand_box(box, self.tcfg.box_margin, self.geo.original_size)
-                all_masks[i] = clip_mask(all_masks[i], box)
-                all_logits[i] = self.geo.clip_logits(all_logits[i], box)
-        all_ok = [bool(all_masks[i].sum() >= max(1, self.tcfg.min_area)) if jobs[k].mode == "seed"
-                  else accept(jobs[k].prev, int(all_masks[i].sum()), float(all_scores[i]), self.tcfg,
-                              touches_border(all_masks[i]), raw_areas[i]) for i, k in enumerate(owner)]
-        rank, all_hists = None, {}
-        if self.tcfg.reacquire_min_appearance > 0:  # re-acquisition: the candidate whose colours match best
-            rank = [0.0] * len(flat)
-            for i, k in enumerate(owner):
-                if jobs[k].candidates and all_ok[i] and jobs[k].prev.hist is not None:
-                    all_hists[i] = h = color_hist(self.frames[t], all_masks[i])
-                    rank[i] = hist_similarity(h, jobs[k].prev.hist) if h is not None else 0.0
-                    all_ok[i] = rank[i] >= self.tcfg.reacquire_min_appearance
-        pick = choose_candidates(jobs, owner, all_masks, all_scores, all_ok, self.tcfg.max_overlap, rank)
-        masks = [all_masks[i] for i in pick]
-        scores = [float(all_scores[i]) for i in pick]
-        logits = [all_logits[i] for i in pick]
-        oks = [all_ok[i] for i in pick]
-        hists = [(all_hists[i] if i in all_hists else color_hist(self.frames[t], all_masks[i])) if all_ok[i] else None
-                 for i in pick]
-        if self.tcfg.min_appearance > 0:
-            for k, j in enumerate(jobs):
-                if oks[k] and j.mode != "seed" and j.prev.hist is not None and hists[k] is not None:
-                    oks[k] = hist_similarity(hists[k], j.prev.hist) >= self.tcfg.min_appearance
-        carve: list = []
-        oks = exclusive(jobs, masks, scores, oks, self.tcfg.max_overlap, carve)
-        for hi, lo in carve:  # a track that bled onto a re-emerging object gives those pixels back
-            masks[hi] = masks[hi] & ~masks[lo]
-        if self.tcfg.non_overlap:
-            masks = self._resolve_overlaps(t, masks, oks, logits_t, pick)
-        # giving pixels back or to a neighbour can leave a mask (nearly) empty: then it is not seen
-        oks = [ok and int(m.sum()) >= max(1, self.tcfg.min_area) for ok, m in zip(oks, masks)]
-        near = touching(masks, oks)
-        border = [ok and touches_border(m) for ok, m in zip(oks, masks)]
+        return predictions(self.geo, owner, flat, [jobs[k].mode == "seed" for k in owner], logits, scores,
+                           self.tcfg.clip_to_box, self.tcfg.box_margin)
+
+    def _commit(self, t: int, jobs: list[_Job], pr: Predictions, v: Verdict) -> list[Optional[ObjectState]]:
+        """New states and entries of frame t from the verdict; the kept masks' full-resolution RLE
+        is made in the background (``FullResWriter``)."""
+        writers = [k for k in range(len(jobs)) if v.writers[k]]
+        pending = {}
+        if writers:
+            pos = {k: i for i, k in enumerate(writers)}
+            job = frame_job([jobs[k].tid for k in writers], [v.ok[k] for k in writers],
+                            pr.raw_logits[[v.pick[k] for k in writers]], [pr.clip_boxes[v.pick[k]] for k in writers],
+                            [(pos[hi], pos[lo]) for hi, lo in v.carve if hi in pos and lo in pos], v.shared)
+            pending = self.writer.submit(job)
         out: list[Optional[ObjectState]] = []
-        visible = []
         for k, job in enumerate(jobs):
-            mask, score, ok = masks[k], float(scores[k]), oks[k]
+            i = v.pick[k]
+            mask, score, ok, logits = v.masks[k], float(pr.scores[i]), v.ok[k], pr.logits[i]
             info = self.tracks[job.tid].info
+            seen = dict(area=v.areas[k], box=v.boxes[k], at_border=v.border[k])
             if job.mode == "seed":
-                template = job.prev or ObjectState(job.tid, info.object_id, info.kind, self.fidx[t], logits[k], mask,
-                                                   np.asarray(job.prompt.box if job.prompt.box is not None
-                                                              else [0, 0, 1, 1], np.float64), [], np.zeros(2))
-                st = (visible_state(None, template, self.fidx[t], mask, logits[k], score, None, True, self.tcfg,
-                                    at_border=border[k])
+                template = job.prev or ObjectState(
+                    track_id=job.tid, object_id=info.object_id, kind=info.kind, frame_index=self.fidx[t],
+                    logits=logits, mask=mask, box=np.asarray(job.prompt.box if job.prompt.box is not None
+                                                             else [0, 0, 1, 1], np.float64),
+                    areas=[], velocity=np.zeros(2))
+                st = (visible_state(None, template, self.fidx[t], mask, logits, score, None, True, self.tcfg, **seen)
                       if ok else replace(template, frame_index=self.fidx[t], lost=max(1, template.lost + 1),
                                          seed_distance=0))
                 self.seed_states[(job.tid, t)] = st
             else:
-                st = (visible_state(job.prev, job.prev, self.fidx[t], mask, logits[k], score, job.motion, False,
-                                    self.tcfg, contact=near[k], at_border=border[k])
+                st = (visible_state(job.prev, job.prev, self.fidx[t], mask, logits, score, job.motion, False,
+                                    self.tcfg, contact=v.near[k], **seen)
                       if ok else occluded_state(job.prev, self.fidx[t]))
-            if ok and hists[k] is not None:  # colour model: set by a seed, then updated slowly
-                base = job.prev.hist if job.mode != "seed" and job.prev is not None else None
-                st = replace(st, hist=update_colour_model(base, hists[k], self.tcfg.appearance_update_min))
-            source = "auto" if info.kind == "auto" else ("prompt" if job.mode == "seed" else "track")
-            self.entries[t][job.tid] = TrackEntry(None, score, source, int(st.seed_distance))
             if ok:
-                visible.append((job.tid, mask))
+                st = replace(st, rle=pending[job.tid])
+                if v.hists[k] is not None:  # colour model: set by a seed, then updated slowly
+                    base = job.prev.hist if job.mode != "seed" and job.prev is not None else None
+                    st = replace(st, hist=update_colour_model(base, v.hists[k], self.tcfg.appearance_update_min))
+            source = "auto" if info.kind == "auto" else ("prompt" if job.mode == "seed" else "track")
+            self.entries[t][job.tid] = TrackEntry(pending.get(job.tid) if ok else None, score, source,
+                                                  int(st.seed_distance))
             out.append(None if st.lost > self.tcfg.max_lost_frames else st)
-        if visible:
-            for (tid, _), rle in zip(visible, rle_encode_many(np.stack([m for _, m in visible]))):
-                self.entries[t][tid].rle = rle
-        return out
-
-    def _resolve_overlaps(self, t: int, masks: list, oks: list[bool], logits_t, pick: list[int]) -> list:
-        """Pixels in several kept masks go to the object with the highest logit there."""
-        vis = [k for k in range(len(masks)) if oks[k]]
-        if len(vis) < 2:
-            return masks
-        stack = np.stack([masks[k] for k in vis])
-        if not (stack.sum(0) > 1).any():
-            return masks
-        import torch
-
-        sel = logits_t.index_select(0, torch.as_tensor([pick[k] for k in vis], device=logits_t.device))
-        full = np.asarray(self.engine.postprocess(self.emb, [t] * len(vis), sel, return_logits=True))
-        win = np.where(stack, full, -np.inf).argmax(0)
-        out = list(masks)
-        for i, k in enumerate(vis):
-            out[k] = masks[k] & (win == i)
         return out
 
     # -- result -----------------------------------------------------------------------------------
     def dedupe(self) -> None:
         """Drop auto / detector tracks that duplicate a prompted or carried track (mean mask IoU over
         the frames where either has a mask >= auto.dedupe_iou)."""
+        self._resolve_rles()
         strong = [tid for tid, tr in self.tracks.items() if tr.info.kind in ("prompt", "carry")]
         weak = [tid for tid, tr in self.tracks.items() if tr.info.kind in ("auto", "detector")]
         if not strong or not weak:
@@ -474,7 +498,15 @@ class _ChunkRun:
                 ent.pop(w, None)
         self.stats["deduplicated"] = len(drop)
 
+    def _resolve_rles(self) -> None:
+        """Wait for the background full-resolution masks: every entry's ``rle`` becomes a dict."""
+        for ent in self.entries:
+            for e in ent.values():
+                if e.rle is not None and not isinstance(e.rle, dict):
+                    e.rle = resolve(e.rle)
+
     def result(self, video_id: Optional[str], overlap_next: Optional[int]) -> ChunkResult:
+        self._resolve_rles()
         carry = {"frame_index": self.fidx[-1], "chunk_index": self.chunk_index,
                  "objects": [st.to_dict(self.chunk_index) for tid, st in sorted(self.final.items())
                              if tid in self.tracks]}

@@ -145,7 +145,8 @@ class ObjectState:
         kind: how the track was first seeded ("prompt" | "detector" | "auto" | "carry").
         frame_index: video frame index of this state.
         logits: ``[h, w]`` float32 low-res logits of the last good mask (engine.low_res_size).
-        mask: ``[H, W]`` bool last good mask at the original frame size.
+        mask: ``[h, w]`` bool last good mask on the tracker's work grid (``LowResGeometry.work_size``:
+            the original frame size, or the frames' size when the tracker holds them resized).
         box: ``[4]`` float64 XYXY (pixels, original frame) of the last good mask.
         areas: recent good areas (pixels), newest last; masks cut by the frame edge are left out
             once the object has been seen whole (they are not the object's size).
@@ -163,6 +164,9 @@ class ObjectState:
             frames where the object was not cut off; ``velocity`` is their median.
         areas_cut: ``areas`` holds only masks cut by the frame edge (the object has not been seen
             whole since its seed); the first whole view replaces them.
+        rle: the last good mask at the original frame size as COCO RLE, or a
+            :class:`~hqseg_ray.track.fullres.PendingRle` of it (the tracker writes full-resolution
+            masks in the background); None = ``mask`` is at the original size.
     """
 
     track_id: int
@@ -183,14 +187,13 @@ class ObjectState:
     since_full: int = 0
     steps: list = field(default_factory=list)
     areas_cut: bool = False
+    rle: Any = None
 
     def to_dict(self, chunk_index: int) -> dict:
-        """Plain dict (numpy arrays, lists, ints; mask as RLE) that survives Ray / pickle."""
-        from hqseg_ray.masks import rle_encode
-
+        """Plain dict (numpy arrays, lists, ints; mask as RLE at the original size) that survives Ray / pickle."""
         return {"track_id": int(self.track_id), "object_id": self.object_id, "kind": self.kind,
                 "frame_index": int(self.frame_index), "chunk_index": int(chunk_index),
-                "logits": np.asarray(self.logits, np.float32), "mask": rle_encode(self.mask),
+                "logits": np.asarray(self.logits, np.float32), "mask": self.full_rle(),
                 "box": [float(v) for v in self.box], "areas": [int(a) for a in self.areas],
                 "velocity": [float(v) for v in self.velocity], "lost": int(self.lost),
                 "score": float(self.score), "seed_distance": int(self.seed_distance),
@@ -199,6 +202,14 @@ class ObjectState:
                 "full_box": None if self.full_box is None else [float(v) for v in self.full_box],
                 "since_full": int(self.since_full),
                 "steps": [[float(a), float(b)] for a, b in self.steps], "areas_cut": bool(self.areas_cut)}
+
+    def full_rle(self) -> dict:
+        """The last good mask at the original frame size as COCO RLE (waits for a pending one)."""
+        from hqseg_ray.masks import rle_encode
+
+        if self.rle is None:
+            return rle_encode(self.mask)
+        return self.rle.result() if hasattr(self.rle, "result") else self.rle
 
     @classmethod
     def from_dict(cls, d: dict) -> "ObjectState":
@@ -220,6 +231,29 @@ class ObjectState:
                    since_full=int(d.get("since_full", 0)),
                    steps=[np.asarray(x, np.float64) for x in d.get("steps") or []],
                    areas_cut=bool(d.get("areas_cut", False)))
+
+
+@runtime_checkable
+class TrackerEngine(Protocol):
+    """What ``track_chunk`` needs of an engine: ``SegEngine``, the tests' oracle engine, the
+    benchmark's instant engine. (Automatic discovery, ``auto.enabled``, also calls
+    ``SegEngine.decode`` / ``postprocess``.)
+
+    Attributes:
+        image_size: the model's square input side (frames are resized so the long side is this).
+        low_res_size: ``(h, w)`` of the low-res logits.
+        config: has ``encode_batch`` (frames per ``encode`` call).
+    """
+
+    image_size: int
+    low_res_size: tuple[int, int]
+    config: Any
+
+    def encode(self, frames, original_sizes=None) -> Any:
+        """uint8 ``[N, h, w, 3]`` frames -> ``FrameEmbeddings`` of N frames."""
+
+    def decode_low_res(self, embeddings, prompts) -> tuple[Any, Any]:
+        """Prompts (``Prompt.frame`` indexes ``embeddings``) -> (logits ``[P, h, w]``, scores ``[P]``) tensors."""
 
 
 def as_tracking_config(config: Any) -> TrackingConfig:
