@@ -195,7 +195,7 @@ def feed_targets(feed: Optional[dict]) -> list[tuple]:
 def feed_markdown(feed: dict) -> list[str]:
     """The projection table: per model and object count, CPU ms/frame and the frames/s it allows."""
     lines = ["| CPU feed projection (instant fake engine, 1080p) | objects | critical-path CPU ms/frame | "
-             f"total CPU ms/frame | max frames/s per actor (CPU side) | GPU target frames/s |",
+             "total CPU ms/frame | max frames/s per actor (CPU side) | GPU target frames/s |",
              "|---|---|---|---|---|---|"]
     for r in feed.get("rows", []):
         lines.append(f"| {r['model']} geometry ({r['input_size']} px input) | {r['objects']} | "
