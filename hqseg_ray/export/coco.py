@@ -25,7 +25,7 @@ import json
 import os
 from typing import Callable, Optional, Sequence
 
-from hqseg_ray.export.formats import FormatWriter, VideoMasks, run_writers, safe_name, upload_atomic
+from hqseg_ray.export.formats import FormatWriter, StreamedJson, VideoMasks, run_writers, safe_name
 from hqseg_ray.export.io import write_text
 
 CATEGORIES = [{"id": 1, "name": "object", "supercategory": "object"}]  # an output without labels
@@ -100,7 +100,7 @@ class CocoMergedWriter(FormatWriter):
 
     Image, annotation and track ids are unique across videos (1, 2, … in export order; a track is
     one (video, object)); each image keeps ``video_id`` and ``frame_index``, each annotation its
-    ``object_id``. Streamed through two temporary files, so memory holds one video.
+    ``object_id``. Streamed through local scratch files (``StreamedJson``), so memory holds one video.
     """
 
     fmt = "coco-merged"
@@ -109,63 +109,35 @@ class CocoMergedWriter(FormatWriter):
         self.output_dir = output_dir
         self.folder = os.path.join(output_dir, "exports", "coco-merged")
         self.path = os.path.join(self.folder, "instances.json")
-        self._tmp = ""  # a local scratch folder (not the output): the parts and the assembled file
-        self._parts: dict = {}
-        self._files: dict = {}
-        self.n_images = self.n_annotations = self.n_tracks = 0
+        self._json: Optional[StreamedJson] = None
+        self.n_tracks = 0
         self.videos: list[dict] = []
 
     def open(self) -> None:
         from hqseg_ray.export.categories import Categories
 
-        import tempfile
-
         super().open()
         self.categories = Categories.of_output(self.output_dir)
-        self._tmp = tempfile.mkdtemp(prefix="hqseg-coco-merged-")
-        self._parts = {k: os.path.join(self._tmp, f"{k}.json") for k in ("images", "annotations")}
-        self._files = {k: open(p, "w") for k, p in self._parts.items()}
+        self._json = StreamedJson(("images", "annotations"), prefix="hqseg-coco-merged-")
 
     def add(self, vm: VideoMasks) -> None:
         tracks = {oid: self.n_tracks + i + 1 for i, oid in enumerate(vm.object_ids)}
-        coco = video_to_coco(vm, self.categories, first_image_id=self.n_images + 1,
-                             first_annotation_id=self.n_annotations + 1, track_id=tracks.__getitem__)
+        coco = video_to_coco(vm, self.categories, first_image_id=self._json.counts["images"] + 1,
+                             first_annotation_id=self._json.counts["annotations"] + 1, track_id=tracks.__getitem__)
         for key in ("images", "annotations"):
-            text = [json.dumps(x, separators=_COMPACT) for x in coco[key]]
-            if text:
-                n = self.n_images if key == "images" else self.n_annotations
-                self._files[key].write(("," if n else "") + ",".join(text))
-        self.n_images += len(coco["images"])
-        self.n_annotations += len(coco["annotations"])
+            self._json.extend(key, coco[key])
         self.n_tracks += len(tracks)
         self.videos.append({"video_id": vm.video_id, "video": vm.uri, "frames": vm.num_frames, "stride": vm.stride,
                             "tracks": {str(o): t for o, t in tracks.items()}})
 
     def close(self) -> str:
-        import shutil
-
-        for f in self._files.values():
-            f.close()
         head = {"info": {"description": "hqseg-ray masks, all exported videos", "videos": self.videos},
                 "licenses": [], "categories": self.categories.coco}
-        tmp = os.path.join(self._tmp, "instances.json")
-        with open(tmp, "w") as f:
-            f.write(json.dumps(head, separators=_COMPACT)[:-1] + ',"images":[')
-            for key, closing in (("images", '],"annotations":['), ("annotations", "]}")):
-                with open(self._parts[key]) as src:
-                    shutil.copyfileobj(src, f)
-                f.write(closing)
-        upload_atomic(self.path, tmp)
-        self.discard()
-        return self.path
+        return self._json.finish(head, self.path)
 
     def discard(self) -> None:
-        for f in self._files.values():
-            f.close()
-        if self._tmp:
-            import shutil
-
-            shutil.rmtree(self._tmp, ignore_errors=True)
+        if self._json is not None:
+            self._json.discard()
 
 
 def export_coco(output_dir: str, video_ids: Optional[Sequence[str]] = None) -> str:

@@ -23,6 +23,7 @@ Layout written under OUTPUT::
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import urllib.parse
 from dataclasses import dataclass
@@ -310,6 +311,55 @@ def upload_atomic(path: str, local_file: str) -> None:
 
     store, name = split_uri(path)
     store.upload_file(name, local_file)
+
+
+class StreamedJson:
+    """One JSON object whose long lists (``keys``) are written item by item to local scratch files
+    and assembled once at the end, so memory holds one video whatever the number of videos; the
+    result is then copied to ``path`` (any location hqseg_ray.storage reaches) atomically."""
+
+    def __init__(self, keys: Sequence[str], prefix: str) -> None:
+        import os
+        import tempfile
+
+        self.keys = tuple(keys)
+        self.counts = dict.fromkeys(self.keys, 0)
+        self._tmp = tempfile.mkdtemp(prefix=prefix)
+        self._files = {k: open(os.path.join(self._tmp, f"{k}.json"), "w") for k in self.keys}
+
+    def extend(self, key: str, items: Sequence[dict]) -> None:
+        """Append ``items`` to the list ``key`` (all encoded before anything is written)."""
+        text = [json.dumps(x, separators=(",", ":")) for x in items]
+        if text:
+            self._files[key].write(("," if self.counts[key] else "") + ",".join(text))
+            self.counts[key] += len(text)
+
+    def finish(self, head: dict, path: str) -> str:
+        """``head`` (a non-empty object) with the lists appended, written to ``path``; returns it."""
+        import os
+        import shutil
+
+        for f in self._files.values():
+            f.close()
+        tmp = os.path.join(self._tmp, "assembled.json")
+        with open(tmp, "w") as out:
+            out.write(json.dumps(head, separators=(",", ":"))[:-1])
+            for k in self.keys:
+                out.write(f',"{k}":[')
+                with open(os.path.join(self._tmp, f"{k}.json")) as src:
+                    shutil.copyfileobj(src, out)
+                out.write("]")
+            out.write("}")
+        upload_atomic(path, tmp)
+        self.discard()
+        return path
+
+    def discard(self) -> None:
+        import shutil
+
+        for f in self._files.values():
+            f.close()
+        shutil.rmtree(self._tmp, ignore_errors=True)
 
 
 class FormatWriter:

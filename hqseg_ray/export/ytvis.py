@@ -11,23 +11,18 @@
   object is absent), ``score`` (mean over its frames), ``object_id``, ``width``, ``height``.
 * ``categories``: the output's labels (``"object"`` for objects without one).
 
-The file is assembled from two temporary local files (videos, annotations) written one video at a
-time, so memory holds one video whatever the number of videos; the result is then copied to the
-output (any location hqseg_ray.storage reaches) atomically.
+The file is streamed through local scratch files (``formats.StreamedJson``: videos and annotations
+written one video at a time, so memory holds one video whatever the number of videos) and then
+copied to the output (any location hqseg_ray.storage reaches) atomically.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import tempfile
 from typing import Optional, Sequence
 
 from hqseg_ray.export.coco import frame_file_name
-from hqseg_ray.export.formats import FormatWriter, VideoMasks, run_writers, upload_atomic
-
-_COMPACT = (",", ":")
+from hqseg_ray.export.formats import FormatWriter, StreamedJson, VideoMasks, run_writers
 
 
 def video_to_ytvis(vm: VideoMasks, numeric_id: int, first_annotation_id: int,
@@ -61,7 +56,7 @@ def video_to_ytvis(vm: VideoMasks, numeric_id: int, first_annotation_id: int,
 
 
 class YtvisWriter(FormatWriter):
-    """Streams videos and tracks into two temporary files; ``close`` assembles ``instances.json``."""
+    """Streams videos and tracks into local scratch files (``StreamedJson``); ``close`` writes ``instances.json``."""
 
     fmt = "ytvis"
 
@@ -69,50 +64,29 @@ class YtvisWriter(FormatWriter):
         self.output_dir = output_dir
         self.folder = os.path.join(output_dir, "exports", "ytvis")
         self.path = os.path.join(self.folder, "instances.json")
-        self._tmp = ""  # a local scratch folder (not the output): the parts and the assembled file
-        self._parts: dict = {}
-        self._files: dict = {}
-        self.n_videos = self.n_annotations = 0
+        self._json: Optional[StreamedJson] = None
 
     def open(self) -> None:
         from hqseg_ray.export.categories import Categories
 
         super().open()
-        self._tmp = tempfile.mkdtemp(prefix="hqseg-ytvis-")
-        self._parts = {k: os.path.join(self._tmp, f"{k}.json") for k in ("videos", "annotations")}
         self.categories = Categories.of_output(self.output_dir)
-        self._files = {k: open(p, "w") for k, p in self._parts.items()}
+        self._json = StreamedJson(("videos", "annotations"), prefix="hqseg-ytvis-")
 
     def add(self, vm: VideoMasks) -> None:
-        video, anns = video_to_ytvis(vm, self.n_videos + 1, self.n_annotations + 1, self.categories)
-        text = [json.dumps(a, separators=_COMPACT) for a in anns]  # all encoded before anything is written
-        self._files["videos"].write(("," if self.n_videos else "") + json.dumps(video, separators=_COMPACT))
-        if text:
-            self._files["annotations"].write(("," if self.n_annotations else "") + ",".join(text))
-        self.n_videos += 1
-        self.n_annotations += len(anns)
+        video, anns = video_to_ytvis(vm, self._json.counts["videos"] + 1, self._json.counts["annotations"] + 1,
+                                     self.categories)
+        self._json.extend("videos", [video])
+        self._json.extend("annotations", anns)
 
     def close(self) -> str:
-        for f in self._files.values():
-            f.close()
         head = {"info": {"description": "hqseg-ray masks (YouTube-VIS layout)"}, "licenses": [],
                 "categories": self.categories.coco}
-        tmp = os.path.join(self._tmp, "instances.json")
-        with open(tmp, "w") as f:
-            f.write(json.dumps(head, separators=_COMPACT)[:-1] + ',"videos":[')
-            for key, closing in (("videos", '],"annotations":['), ("annotations", "]}")):
-                with open(self._parts[key]) as src:
-                    shutil.copyfileobj(src, f)
-                f.write(closing)
-        upload_atomic(self.path, tmp)
-        self.discard()
-        return self.path
+        return self._json.finish(head, self.path)
 
     def discard(self) -> None:
-        for f in self._files.values():
-            f.close()
-        if self._tmp:
-            shutil.rmtree(self._tmp, ignore_errors=True)
+        if self._json is not None:
+            self._json.discard()
 
 
 def export_ytvis(output_dir: str, video_ids: Optional[Sequence[str]] = None) -> str:

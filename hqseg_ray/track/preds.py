@@ -20,7 +20,7 @@ from typing import Optional
 import numpy as np
 
 from hqseg_ray.masks import mask_to_box
-from hqseg_ray.track.motion import LowResGeometry, color_hist, expand_box, hist_similarity
+from hqseg_ray.track.motion import LowResGeometry, clip_mask, color_hist, expand_box, hist_similarity
 from hqseg_ray.track.step import accept, choose_candidates, exclusive, touching
 
 
@@ -104,7 +104,7 @@ def predictions(geo: LowResGeometry, owner: list[int], prompts: list, seed_job: 
                 continue
             box = expand_box(p.box, box_margin, geo.original_size) if seed_job[i] else np.asarray(p.box, np.float64)
             clip_boxes[i] = box
-            masks[i] = _clip(masks[i], geo.box_to_work(box))
+            masks[i] = clip_mask(masks[i], geo.box_to_work(box))
             logits[i] = geo.clip_logits(logits[i], box)
     areas = [int(np.count_nonzero(m) * geo.px_area + 0.5) for m in masks]
     boxes = [mask_to_box(m) for m in masks]
@@ -192,15 +192,6 @@ def share_out(masks: list, oks: list[bool], raw_logits: list, geo: LowResGeometr
     for i, k in enumerate(idx):
         out[k] = masks[k] & (win == i)
     return out, set(idx)
-
-
-def _clip(mask: np.ndarray, box: np.ndarray) -> np.ndarray:
-    h, w = mask.shape
-    x1, y1 = max(0, int(np.floor(box[0]))), max(0, int(np.floor(box[1])))
-    x2, y2 = min(w, int(np.ceil(box[2]))), min(h, int(np.ceil(box[3])))
-    out = np.zeros_like(mask)
-    out[y1:y2, x1:x2] = mask[y1:y2, x1:x2]
-    return out
 
 
 def _at_border(box: np.ndarray, size: tuple[int, int], margin: int = 1) -> bool:
