@@ -542,7 +542,8 @@ class InputConfig(_Strict):
     corrections: Optional[str] = Field(
         None, description="A corrections JSONL saved by the review page (OUTPUT/corrections.jsonl): its "
         "prompts are merged into the manifest's (a correction replaces the prompt of the same object and "
-        "frame), and each video whose corrections changed since the last run is labelled again. Local path.")
+        "frame); a video whose merged prompts changed since its masks were made is labelled again (its "
+        "resume key hashes them), the others resume. Local path.")
 
 
 class ComputeConfig(_Strict):
@@ -650,7 +651,7 @@ class JobConfig(_Strict):
         keep["model"].pop("device", None)
         keep["model"].pop("cache_dir", None)
         keep["input"].pop("manifest", None)
-        keep["input"].pop("corrections", None)  # corrected videos are redone by their own ledger
+        keep["input"].pop("corrections", None)  # a corrected video is redone by its resume key (its prompts)
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
 

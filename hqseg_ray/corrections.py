@@ -9,9 +9,9 @@ Format (``OUTPUT/corrections.jsonl``, appended one line per save, never rewritte
 frame) and must name their ``object_id``. A rerun of ``hqseg label`` with ``input.corrections``
 pointing at the file merges them into the manifest: a correction replaces the manifest's prompt
 of the same (object, frame) and adds the others; later lines replace earlier ones the same way.
-A video whose merged corrections differ from those last applied (the ledger
-``OUTPUT/corrections.applied.json`` maps video id -> digest) is labelled again even though its
-masks file is complete; the other videos resume as usual.
+The merge happens before the job computes each video's resume key (``pipeline/resume.py``), which
+hashes the video's prompts: a video whose corrections changed since its masks were made gets a new
+key and is labelled again; every other video resumes as usual.
 
 No Ray or torch here: the endpoint writes the file, the job reads it.
 """
@@ -19,7 +19,6 @@ No Ray or torch here: the endpoint writes the file, the job reads it.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
 from typing import Optional
@@ -29,7 +28,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from hqseg_ray.prompts import PromptSpec
 
 CORRECTIONS_FILE = "corrections.jsonl"
-APPLIED_FILE = "corrections.applied.json"
 MAX_FILE_BYTES = 64 << 20  # a review session's worth is kilobytes; the cap keeps a runaway client bounded
 
 
@@ -61,12 +59,6 @@ def merge_prompts(base: list[PromptSpec], extra: list[PromptSpec]) -> list[Promp
     for p in extra:  # the last of several extras for one (object, frame) wins
         last[(p.object_id, p.frame)] = p
     return kept + list(last.values())
-
-
-def digest(prompts: list[PromptSpec]) -> str:
-    """A short hash of a video's merged corrections (what the ledger records)."""
-    text = json.dumps([p.model_dump(exclude_none=True) for p in prompts], sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def read_corrections(path: str) -> dict[str, list[PromptSpec]]:
@@ -120,39 +112,14 @@ def append_correction(path: str, row: CorrectionRow, max_bytes: int = MAX_FILE_B
 
 # -- the job's side ----------------------------------------------------------------------------------
 
-def read_applied(output: str) -> dict[str, str]:
-    """The ledger ``OUTPUT/corrections.applied.json``: video id -> digest of the corrections its
-    masks were made with ({} when absent). Any output the job writes to (local, s3://, gs://)."""
-    from hqseg_ray.storage import open_store
-
-    store = open_store(output)
-    return dict(json.loads(store.read_bytes(APPLIED_FILE))) if store.exists(APPLIED_FILE) else {}
-
-
-def write_applied(output: str, applied: dict[str, str]) -> None:
-    from hqseg_ray.storage import open_store
-
-    open_store(output).write_bytes(APPLIED_FILE, json.dumps(dict(sorted(applied.items())), indent=1).encode())
-
-
-def apply_to_rows(rows: list[dict], corrections: dict[str, list[PromptSpec]],
-                  applied: dict[str, str]) -> tuple[dict[str, str], list[str]]:
-    """Merge corrections into the job's manifest rows (``prompts_json``) in place.
-
-    A corrected row whose digest differs from ``applied`` gets ``redo=True`` (the resume must
-    label it again). Returns (video id -> digest of the rows to redo, corrected ids that are not
-    in the manifest).
-    """
+def apply_to_rows(rows: list[dict], corrections: dict[str, list[PromptSpec]]) -> tuple[list[str], list[str]]:
+    """Merge corrections into the job's manifest rows (``prompts_json``) in place. Returns (ids of
+    the corrected rows, corrected ids that are not in the manifest)."""
     by_id = {r["video_id"]: r for r in rows if not r.get("duplicate")}
-    pending: dict[str, str] = {}
     for vid, extra in corrections.items():
         row = by_id.get(vid)
         if row is None:
             continue
         base = [PromptSpec.model_validate(p) for p in json.loads(row["prompts_json"])]
         row["prompts_json"] = json.dumps([p.model_dump(exclude_none=True) for p in merge_prompts(base, extra)])
-        d = digest(extra)
-        if applied.get(vid) != d:
-            row["redo"] = True
-            pending[vid] = d
-    return pending, sorted(set(corrections) - set(by_id))
+    return sorted(set(corrections) & set(by_id)), sorted(set(corrections) - set(by_id))

@@ -168,19 +168,17 @@ def _run_pass(config: JobConfig, rows: list[dict], job_id: str, progress: bool, 
             ray.kill(relay)
 
 
-def _apply_corrections(config: JobConfig, rows: list[dict]) -> dict[str, str]:
-    """Merge ``input.corrections`` into the rows; video id -> digest of those to label again."""
+def _apply_corrections(config: JobConfig, rows: list[dict]) -> None:
+    """Merge ``input.corrections`` into the rows' prompts (before the resume keys, which hash them:
+    a video whose corrections changed is labelled again, the others resume)."""
     if not config.input.corrections:
-        return {}
-    from hqseg_ray.corrections import apply_to_rows, read_applied, read_corrections
+        return
+    from hqseg_ray.corrections import apply_to_rows, read_corrections
 
-    pending, unknown = apply_to_rows(rows, read_corrections(config.input.corrections),
-                                     read_applied(config.output.path))
+    corrected, unknown = apply_to_rows(rows, read_corrections(config.input.corrections))
     if unknown:
         logger.warning("corrections for %d video(s) not in the manifest, ignored: %s", len(unknown), unknown[:10])
-    logger.info("corrections: %d video(s) corrected since the last run, labelled again: %s",
-                len(pending), sorted(pending)[:10])
-    return pending
+    logger.info("corrections: merged into %d video(s): %s", len(corrected), corrected[:10])
 
 
 def run_job(config: JobConfig, job_id: Optional[str] = None, progress: bool = True) -> JobSummary:
@@ -199,7 +197,7 @@ def run_job(config: JobConfig, job_id: Optional[str] = None, progress: bool = Tr
         if sweep_temp_files(store):
             logger.info("output %r: removed temporary files of an earlier, killed run", out)
         rows = manifest_rows(config)
-        corrected = _apply_corrections(config, rows)  # before the input keys: they hash the prompts
+        _apply_corrections(config, rows)  # before the input keys: they hash the prompts
         add_input_keys(config, rows)
         previous = read_status_table(store)
         todo, skipped = resume_filter(config, rows, previous)
@@ -231,12 +229,6 @@ def run_job(config: JobConfig, job_id: Optional[str] = None, progress: bool = Tr
         for vid, prev in previous.items():
             statuses.setdefault(vid, prev)
         write_status_table(store, list(statuses.values()))
-        if corrected:
-            from hqseg_ray.corrections import read_applied, write_applied
-
-            applied = read_applied(out)
-            applied.update({v: d for v, d in corrected.items() if (statuses.get(v) or {}).get("status") == "ok"})
-            write_applied(out, applied)
         summary = JobSummary(output=out, skipped=len(skipped), wall_s=time.monotonic() - t0)
         manifest_ids = {r["video_id"] for r in rows}
         skipped_ids = {k["video_id"] for k in skipped}

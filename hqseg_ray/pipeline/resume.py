@@ -93,7 +93,7 @@ def resume_filter(config: JobConfig, rows: list[dict], previous: dict[str, dict]
         add_input_keys(config, rows)
     todo, candidates = [], []
     for row in rows:
-        if config.output.overwrite or row.get("duplicate") or row.get("redo"):
+        if config.output.overwrite or row.get("duplicate"):
             todo.append(row)
             continue
         try:

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from hqseg_ray.corrections import (CorrectionRow, append_correction, apply_to_rows, digest, merge_prompts,
+from hqseg_ray.corrections import (CorrectionRow, append_correction, apply_to_rows, merge_prompts,
                                    read_corrections)
 from hqseg_ray.prompts import PromptSpec
 
@@ -53,17 +53,24 @@ def test_append_is_bounded(tmp_path):
             append_correction(path, row, max_bytes=1000)
 
 
-def test_apply_to_rows_flags_only_changed_videos():
+def test_corrections_change_only_the_corrected_videos_resume_key():
+    from hqseg_ray.pipeline.resume import input_key
+
     first = json.dumps([{"object_id": 1, "frame": 0, "box": [1, 1, 9, 9]}])
     rows = [{"video_id": v, "video": f"{v}.mp4", "prompts_json": first} for v in ("a", "b")]
+    keys = [input_key("cfg", r, {"size": 1}) for r in rows]
     corr = {"a": [P(object_id=1, frame=3, box=[2, 2, 6, 6])], "zz": [P(object_id=1, frame=0, box=[1, 1, 2, 2])]}
-    pending, unknown = apply_to_rows(rows, corr, applied={})
-    assert pending == {"a": digest(corr["a"])} and unknown == ["zz"]
-    assert rows[0]["redo"] and "redo" not in rows[1]
+    corrected, unknown = apply_to_rows(rows, corr)
+    assert corrected == ["a"] and unknown == ["zz"]
     assert [p["frame"] for p in json.loads(rows[0]["prompts_json"])] == [0, 3]
-    rows2 = [dict(r, redo=False) for r in rows]
-    pending, _ = apply_to_rows(rows2, corr, applied={"a": digest(corr["a"])})  # already applied: resume as usual
-    assert pending == {} and not rows2[0]["redo"]
+    assert rows[1]["prompts_json"] == first
+    # the resume key hashes the merged prompts: the corrected video is redone, the other resumes
+    after = [input_key("cfg", r, {"size": 1}) for r in rows]
+    assert after[0] != keys[0] and after[1] == keys[1]
+    # the same corrections merged again (a third run) give the same key: nothing more to redo
+    again = [{"video_id": v, "video": f"{v}.mp4", "prompts_json": first} for v in ("a", "b")]
+    apply_to_rows(again, corr)
+    assert [input_key("cfg", r, {"size": 1}) for r in again] == after
 
 
 def test_corrections_do_not_change_the_config_hash():
@@ -125,8 +132,6 @@ def test_rerun_picks_up_corrections_and_redoes_only_that_video(tmp_path):
         on6 = {r["object_id"]: r["source"] for r in rows if r["frame_index"] == 6}
         assert on6.get(9) == "prompt", on6  # the correction became a seed of the rerun
         assert any(r["object_id"] == 9 and r["frame_index"] != 6 for r in rows)  # ...and was tracked from it
-        ledger = json.loads((out / "corrections.applied.json").read_text())
-        assert ledger == {a: digest([P(object_id=9, frame=6, box=box)])}
 
         third = run_job(corrected, progress=False)  # nothing changed since: everything resumes
         assert (third.ok, third.skipped) == (0, 2), third.text()
