@@ -158,10 +158,7 @@ def check_checkpoint(model: dict) -> tuple[list[Check], Optional[Path]]:
     else:
         url = ref
     if local is None and url:
-        cache = Path(model.get("cache_dir") or registry.default_cache_dir())
-        import hashlib
-
-        cached = cache / (hashlib.sha256(url.encode()).hexdigest()[:16] + "-" + url.rstrip("/").rsplit("/", 1)[-1])
+        cached = registry.cached_path(url, model.get("cache_dir"))
         local = cached if cached.is_file() else None
     if local is not None:
         if not local.is_file():
@@ -188,7 +185,7 @@ def check_checkpoint(model: dict) -> tuple[list[Check], Optional[Path]]:
     return [Check("checkpoint", FAIL if wrong else OK,
                   f"{mtype}: {url} reachable, {size} bytes, sha256 {sha or 'not published'}"
                   + (f", revision {info.revision}" if info.revision else "")
-                  + f"; not on this node yet (fetched once per node on first load)",
+                  + "; not on this node yet (fetched once per node on first load)",
                   f"expected {official.size_bytes} bytes" if wrong else "")], None
 
 

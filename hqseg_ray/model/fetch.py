@@ -135,10 +135,7 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
         new = super().redirect_request(req, fp, code, msg, headers, newurl)
         self.info.headers.update({k.lower(): v for k, v in headers.items()})
         if new is not None and urlsplit(newurl).hostname != urlsplit(req.full_url).hostname:
-            for name in ("Authorization", "authorization"):
-                new.headers.pop(name, None)
-                new.unredirected_hdrs.pop(name, None)
-            new.remove_header("Authorization")
+            new.remove_header("Authorization")  # from headers and unredirected_hdrs alike
         return new
 
 
@@ -244,8 +241,8 @@ def download(url: str, dest: Path, size: Optional[int] = None, sha256: Optional[
 
 def _download_locked(url: str, dest: Path, size: Optional[int], sha256: Optional[str], policy: RetryPolicy,
                      verify: Optional[Callable[[Path], None]]) -> Path:
-    part = dest.with_name(dest.name + ".part")
     """The body of :func:`download`, run while holding the node lock."""
+    part = dest.with_name(dest.name + ".part")
     if dest.is_file():
         try:
             (verify or (lambda p: _check(p, url, size, sha256)))(dest)

@@ -18,8 +18,6 @@ from pathlib import Path
 from typing import Optional
 
 HF_REPO = "lkeab/hq-sam"
-#: Repository revision of the official files; override with HQSEG_HQSAM_REVISION (a commit hash).
-HF_REVISION = os.environ.get("HQSEG_HQSAM_REVISION", "main")
 
 
 @dataclass(frozen=True)
@@ -28,12 +26,13 @@ class OfficialCheckpoint:
 
     filename: str
     size_bytes: int
-    revision: str = HF_REVISION
+    revision: Optional[str] = None  # None: $HQSEG_HQSAM_REVISION (a commit hash), read at use, else "main"
     sha256: Optional[str] = None  # not published by the authors; size is always checked
 
     @property
     def url(self) -> str:
-        return f"https://huggingface.co/{HF_REPO}/resolve/{self.revision}/{self.filename}"
+        rev = self.revision or os.environ.get("HQSEG_HQSAM_REVISION", "main")
+        return f"https://huggingface.co/{HF_REPO}/resolve/{rev}/{self.filename}"
 
 
 OFFICIAL_CHECKPOINTS: dict[str, OfficialCheckpoint] = {

@@ -27,8 +27,8 @@ from typing import Any, Optional
 
 import torch
 
-from hqseg_ray.model.fetch import FetchError, RetryPolicy, _check, download, node_lock, sha256_file  # noqa: F401
-from hqseg_ray.model.official import OFFICIAL_CHECKPOINTS, OfficialCheckpoint, baked_checkpoint  # noqa: F401
+from hqseg_ray.model.fetch import FetchError, RetryPolicy, _check, download, node_lock
+from hqseg_ray.model.official import OFFICIAL_CHECKPOINTS, baked_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -184,6 +184,12 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("HQSEG_CACHE", Path.home() / ".cache" / "hqseg_ray"))
 
 
+def cached_path(uri: str, cache_dir: Optional[str] = None) -> Path:
+    """Where a remote checkpoint ``uri`` is kept in the cache (``sha256(uri)[:16]-<file name>``)."""
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    return cache / (hashlib.sha256(uri.encode()).hexdigest()[:16] + "-" + uri.rstrip("/").rsplit("/", 1)[-1])
+
+
 def _verify(path: Path, uri: str, size: Optional[int], sha256: Optional[str]) -> None:
     try:
         _check(path, uri, size, sha256)
@@ -243,7 +249,6 @@ def resolve_checkpoint(
     volume (``$HQSEG_WEIGHTS_DIR``, see :func:`~hqseg_ray.model.official.baked_checkpoint`), then
     downloads the official release into the cache, once per node.
     """
-    cache = Path(cache_dir) if cache_dir else default_cache_dir()
     expected_size: Optional[int] = None
     if uri == "auto":
         if model_type == "toy":
@@ -263,8 +268,7 @@ def resolve_checkpoint(
             raise CheckpointError(f"checkpoint {uri!r} (type {model_type}): file not found")
         _verify(path, uri, expected_size, sha256)
         return path
-    name = hashlib.sha256(uri.encode()).hexdigest()[:16] + "-" + uri.rstrip("/").rsplit("/", 1)[-1]
-    dest = cache / name
+    dest = cached_path(uri, cache_dir)
     if dest.is_file():
         try:
             _verify(dest, uri, expected_size, sha256)
