@@ -19,7 +19,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from hqseg_ray.masks import rle_encode_many
-from hqseg_ray.track.motion import LowResGeometry
+from hqseg_ray.track.motion import LowResGeometry, clip_mask, keep_highest
 
 DEFAULT_THREADS = 2
 
@@ -37,7 +37,7 @@ class PendingRle:
 
 
 def resolve(rle):
-    """A RLE dict from a dict, a :class:`PendingRle` or None."""
+    """A RLE dict from a dict, a :class:`PendingRle` (waits for it) or None (dicts and None pass through)."""
     return rle.result() if hasattr(rle, "result") else rle
 
 
@@ -73,12 +73,7 @@ def frame_masks(geo: LowResGeometry, job: FrameJob) -> np.ndarray:
         lg = geo.full_logits(job.logits[i:i + 1])[0]
         m = lg > 0
         box = job.clip_boxes[i]
-        if box is not None:
-            x1, y1 = max(0, int(np.floor(box[0]))), max(0, int(np.floor(box[1])))
-            x2, y2 = min(w, int(np.ceil(box[2]))), min(h, int(np.ceil(box[3])))
-            masks[i, y1:y2, x1:x2] = m[y1:y2, x1:x2]
-        else:
-            masks[i] = m
+        masks[i] = m if box is None else clip_mask(m, box)
         if keep_logits:
             full[i] = lg
     for hi, lo in job.carve:
@@ -86,9 +81,7 @@ def frame_masks(geo: LowResGeometry, job: FrameJob) -> np.ndarray:
     if keep_logits:
         many = masks.sum(0, dtype=np.uint16) > 1
         if many.any():
-            win = np.where(masks[:, many], full[:, many], -np.inf).argmax(0)
-            for i in range(n):
-                masks[i, many] &= win == i
+            masks[:, many] = keep_highest(masks[:, many], full[:, many])
     return masks
 
 

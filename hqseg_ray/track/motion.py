@@ -307,6 +307,15 @@ def clip_mask(mask: np.ndarray, box: np.ndarray) -> np.ndarray:
     return out
 
 
+def keep_highest(stack: np.ndarray, logits: np.ndarray) -> np.ndarray:
+    """``[n, ...]`` bool masks ``stack`` (changed in place and returned): a pixel in several masks stays
+    only in the one with the highest of ``logits`` (``[n, ...]``, same shape) there."""
+    win = np.where(stack, logits, -np.inf).argmax(0)
+    for i in range(len(stack)):
+        stack[i] &= win == i
+    return stack
+
+
 def shift_mask(mask: np.ndarray, dx: float, dy: float) -> np.ndarray:
     """``[H, W]`` bool mask translated by (round(dx), round(dy)) pixels, zero-filled."""
     h, w = mask.shape

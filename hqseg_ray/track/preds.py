@@ -20,7 +20,8 @@ from typing import Optional
 import numpy as np
 
 from hqseg_ray.masks import mask_to_box
-from hqseg_ray.track.motion import LowResGeometry, clip_mask, color_hist, expand_box, hist_similarity
+from hqseg_ray.track.motion import (LowResGeometry, clip_mask, color_hist, expand_box, hist_similarity,
+                                    keep_highest)
 from hqseg_ray.track.step import accept, choose_candidates, exclusive, touching
 
 
@@ -187,10 +188,10 @@ def share_out(masks: list, oks: list[bool], raw_logits: list, geo: LowResGeometr
     idx = sorted(meet)
     stack = np.stack([masks[k] for k in idx])
     full = geo.full_logits(np.stack([raw_logits[k] for k in idx]), size or stack.shape[1:])
-    win = np.where(stack, full, -np.inf).argmax(0)
+    keep_highest(stack, full)
     out = list(masks)
     for i, k in enumerate(idx):
-        out[k] = masks[k] & (win == i)
+        out[k] = stack[i]
     return out, set(idx)
 
 
@@ -205,6 +206,4 @@ def _hist(frame: np.ndarray, mask: np.ndarray, box: Optional[np.ndarray]):
     if box is None:
         return None
     x0, y0, x1, y1 = (int(v) for v in box)
-    if frame.shape[:2] != mask.shape:
-        return color_hist(frame, mask)
     return color_hist(frame[y0:y1, x0:x1], mask[y0:y1, x0:x1])

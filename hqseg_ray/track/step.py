@@ -226,11 +226,6 @@ def touching(masks: list[np.ndarray], oks: list[bool], gap: int = 2, boxes: Opti
     return out
 
 
-def touches_border(mask: np.ndarray, margin: int = 1) -> bool:
-    """Does the mask reach the frame's edge (within ``margin`` pixels)?"""
-    return bool(mask[:margin].any() or mask[-margin:].any() or mask[:, :margin].any() or mask[:, -margin:].any())
-
-
 def accept(state: Optional[ObjectState], area: int, score: float, cfg: TrackerConfig,
            at_border: bool = False, raw_area: Optional[int] = None) -> bool:
     """Is a propagated (or re-acquired, when ``state.lost > 0``) mask good enough to emit?

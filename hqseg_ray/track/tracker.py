@@ -30,7 +30,7 @@ from hqseg_ray.track.preds import Predictions, Verdict, judge, predictions
 from hqseg_ray.track.seeds import SeedPrompt, carried_states, normalize_prompts
 from hqseg_ray.track.step import occluded_state, propagation_prompt, reacquire_prompts, visible_state
 from hqseg_ray.track.stitch import mean_iou
-from hqseg_ray.track.types import (ChunkResult, ObjectState, TrackEntry, TrackerEngine, TrackInfo,
+from hqseg_ray.track.types import (ChunkResult, Engine, ObjectState, TrackEntry, TrackInfo,
                                    as_tracking_config)
 
 logger = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ class _Job:
     candidates: Optional[list] = None       # re-acquisition: several prompts, the best one wins
 
 
-def track_chunk(engine: TrackerEngine, frames, frame_indices: Sequence[int], chunk_prompts: Sequence[Any],
+def track_chunk(engine: Engine, frames, frame_indices: Sequence[int], chunk_prompts: Sequence[Any],
                 config: Any = None,
                 carry_in: Optional[dict] = None, *, chunk_index: int = 0, video_id: Optional[str] = None,
                 overlap_next: Optional[int] = None, original_size: Optional[tuple[int, int]] = None,
@@ -81,7 +81,7 @@ def track_chunk(engine: TrackerEngine, frames, frame_indices: Sequence[int], chu
     """Track every seeded object through one chunk.
 
     Args:
-        engine: a ``SegEngine`` (any :class:`~hqseg_ray.track.types.TrackerEngine`).
+        engine: a ``SegEngine`` (any :class:`~hqseg_ray.track.types.Engine`).
         frames: uint8 RGB ``[N, H, W, 3]`` (or a list), the chunk's frames in order. They may be
             pre-resized (long side = model input size) when ``original_size`` is given.
         frame_indices: ``[N]`` ascending video frame index of each frame.
@@ -502,8 +502,7 @@ class _ChunkRun:
         """Wait for the background full-resolution masks: every entry's ``rle`` becomes a dict."""
         for ent in self.entries:
             for e in ent.values():
-                if e.rle is not None and not isinstance(e.rle, dict):
-                    e.rle = resolve(e.rle)
+                e.rle = resolve(e.rle)
 
     def result(self, video_id: Optional[str], overlap_next: Optional[int]) -> ChunkResult:
         self._resolve_rles()

@@ -206,10 +206,11 @@ class ObjectState:
     def full_rle(self) -> dict:
         """The last good mask at the original frame size as COCO RLE (waits for a pending one)."""
         from hqseg_ray.masks import rle_encode
+        from hqseg_ray.track.fullres import resolve  # lazy, like the imports above
 
         if self.rle is None:
             return rle_encode(self.mask)
-        return self.rle.result() if hasattr(self.rle, "result") else self.rle
+        return resolve(self.rle)
 
     @classmethod
     def from_dict(cls, d: dict) -> "ObjectState":
@@ -231,29 +232,6 @@ class ObjectState:
                    since_full=int(d.get("since_full", 0)),
                    steps=[np.asarray(x, np.float64) for x in d.get("steps") or []],
                    areas_cut=bool(d.get("areas_cut", False)))
-
-
-@runtime_checkable
-class TrackerEngine(Protocol):
-    """What ``track_chunk`` needs of an engine: ``SegEngine``, the tests' oracle engine, the
-    benchmark's instant engine. (Automatic discovery, ``auto.enabled``, also calls
-    ``SegEngine.decode`` / ``postprocess``.)
-
-    Attributes:
-        image_size: the model's square input side (frames are resized so the long side is this).
-        low_res_size: ``(h, w)`` of the low-res logits.
-        config: has ``encode_batch`` (frames per ``encode`` call).
-    """
-
-    image_size: int
-    low_res_size: tuple[int, int]
-    config: Any
-
-    def encode(self, frames, original_sizes=None) -> Any:
-        """uint8 ``[N, h, w, 3]`` frames -> ``FrameEmbeddings`` of N frames."""
-
-    def decode_low_res(self, embeddings, prompts) -> tuple[Any, Any]:
-        """Prompts (``Prompt.frame`` indexes ``embeddings``) -> (logits ``[P, h, w]``, scores ``[P]``) tensors."""
 
 
 def as_tracking_config(config: Any) -> TrackingConfig:

@@ -144,9 +144,9 @@ def test_later_batches_are_encoded_on_a_background_thread_with_the_same_result(m
 
 def test_the_test_and_bench_engines_are_tracker_engines():
     from hqseg_ray.bench.feed import InstantEngine
-    from hqseg_ray.track.types import TrackerEngine
+    from hqseg_ray.track.types import Engine
 
     video = synthetic_video(8, frames=2, size=(96, 128), n_objects=(1, 1), pan=False)
-    assert isinstance(OracleEngine(video.annotations, video.frames), TrackerEngine)
-    assert isinstance(InstantEngine(256, 64, (96, 128), lambda t: np.zeros((1, 5)), "toy"), TrackerEngine)
-    assert not isinstance(object(), TrackerEngine)
+    assert isinstance(OracleEngine(video.annotations, video.frames), Engine)
+    assert isinstance(InstantEngine(256, 64, (96, 128), lambda t: np.zeros((1, 5)), "toy"), Engine)
+    assert not isinstance(object(), Engine)
