@@ -75,17 +75,12 @@ class CocoWriter(FormatWriter):
     """Writes ``exports/coco/<video_id>.json`` per video."""
 
     fmt = "coco"
+    needs_categories = True
 
     def __init__(self, output_dir: str) -> None:
         self.output_dir = output_dir
         self.folder = os.path.join(output_dir, "exports", "coco")
         self.categories = None
-
-    def open(self) -> None:
-        from hqseg_ray.export.categories import Categories
-
-        super().open()
-        self.categories = Categories.of_output(self.output_dir)
 
     def add(self, vm: VideoMasks) -> None:
         path = os.path.join(self.folder, f"{safe_name(vm.video_id)}.json")
@@ -104,6 +99,7 @@ class CocoMergedWriter(FormatWriter):
     """
 
     fmt = "coco-merged"
+    needs_categories = True
 
     def __init__(self, output_dir: str) -> None:
         self.output_dir = output_dir
@@ -114,10 +110,7 @@ class CocoMergedWriter(FormatWriter):
         self.videos: list[dict] = []
 
     def open(self) -> None:
-        from hqseg_ray.export.categories import Categories
-
         super().open()
-        self.categories = Categories.of_output(self.output_dir)
         self._json = StreamedJson(("images", "annotations"), prefix="hqseg-coco-merged-")
 
     def add(self, vm: VideoMasks) -> None:

@@ -169,16 +169,11 @@ class CvatWriter(FormatWriter):
     """Writes ``exports/cvat/<video_id>.xml``, ``.masks.xml``, ``.coco.json`` per video, ``labels.json`` once."""
 
     fmt = "cvat"
+    needs_categories = True
 
     def __init__(self, output_dir: str) -> None:
         self.output_dir = output_dir
         self.folder = os.path.join(output_dir, "exports", "cvat")
-
-    def open(self) -> None:
-        from hqseg_ray.export.categories import Categories
-
-        super().open()
-        self.categories = Categories.of_output(self.output_dir)
 
     def add(self, vm: VideoMasks) -> None:
         from hqseg_ray.export.coco import video_to_coco

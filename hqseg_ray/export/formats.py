@@ -297,22 +297,6 @@ def collect_errors(problems: list, prefix: str):
         problems.append(f"{prefix}: {exc}")
 
 
-def write_atomic(path: str, text: str) -> None:
-    """Write a text file (path or URI) atomically through :mod:`hqseg_ray.storage`."""
-    from hqseg_ray.storage import split_uri
-
-    store, name = split_uri(path)
-    store.write_bytes(name, text.encode())
-
-
-def upload_atomic(path: str, local_file: str) -> None:
-    """Copy a finished local file (e.g. an encoder's MP4) to ``path`` (path or URI) atomically."""
-    from hqseg_ray.storage import split_uri
-
-    store, name = split_uri(path)
-    store.upload_file(name, local_file)
-
-
 class StreamedJson:
     """One JSON object whose long lists (``keys``) are written item by item to local scratch files
     and assembled once at the end, so memory holds one video whatever the number of videos; the
@@ -350,6 +334,8 @@ class StreamedJson:
                     shutil.copyfileobj(src, out)
                 out.write("]")
             out.write("}")
+        from hqseg_ray.export.io import upload_atomic
+
         upload_atomic(path, tmp)
         self.discard()
         return path
@@ -368,11 +354,19 @@ class FormatWriter:
 
     fmt = ""
     folder = ""
+    #: True for formats that name the output's categories; ``run_writers`` then sets ``categories``
+    #: (computed once per export run) before ``open``.
+    needs_categories = False
+    categories = None
 
     def open(self) -> None:
         from hqseg_ray.storage import open_store
 
         open_store(self.folder).makedirs()
+        if self.needs_categories and self.categories is None:  # used alone, without run_writers
+            from hqseg_ray.export.categories import Categories
+
+            self.categories = Categories.of_output(self.output_dir)
 
     def add(self, vm: VideoMasks) -> None:
         raise NotImplementedError
@@ -393,7 +387,14 @@ def run_writers(output_dir: str, writers: Sequence[FormatWriter],
     """
     refs, problems = list_videos(output_dir, video_ids)
     try:
+        categories = None  # read once per run, and only if some writer needs it
         for w in writers:
+            if w.needs_categories:
+                if categories is None:
+                    from hqseg_ray.export.categories import Categories
+
+                    categories = Categories.of_output(output_dir)
+                w.categories = categories
             w.open()
         for i, ref in enumerate(refs):
             vm = None

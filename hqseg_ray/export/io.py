@@ -16,6 +16,14 @@ def write_bytes(path: str, data: bytes) -> str:
     return path
 
 
+def upload_atomic(path: str, local_file: str) -> None:
+    """Copy a finished local file (e.g. an encoder's MP4) to ``path`` (path or URI) atomically."""
+    from hqseg_ray.storage import split_uri
+
+    store, name = split_uri(path)
+    store.upload_file(name, local_file)
+
+
 def write_text(path: str, text: str) -> str:
     """:func:`write_bytes` of UTF-8 text."""
     return write_bytes(path, text.encode("utf-8"))

@@ -125,18 +125,13 @@ class LabelStudioWriter(FormatWriter):
     """Writes ``exports/labelstudio/<video_id>.json`` per video and ``label_config.xml`` once."""
 
     fmt = "labelstudio"
+    needs_categories = True
 
     def __init__(self, output_dir: str, image_root: str = "/data/local-files/?d=",
                  as_annotations: bool = False) -> None:
         self.output_dir = output_dir
         self.folder = os.path.join(output_dir, "exports", "labelstudio")
         self.image_root, self.as_annotations = image_root, as_annotations
-
-    def open(self) -> None:
-        from hqseg_ray.export.categories import Categories
-
-        super().open()
-        self.categories = Categories.of_output(self.output_dir)
 
     def add(self, vm: VideoMasks) -> None:
         tasks = video_to_ls_tasks(vm, self.image_root, self.as_annotations)

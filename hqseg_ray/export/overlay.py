@@ -16,7 +16,8 @@ from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
-from hqseg_ray.export.formats import FormatWriter, VideoMasks, run_writers, safe_name, upload_atomic
+from hqseg_ray.export.formats import FormatWriter, VideoMasks, run_writers, safe_name
+from hqseg_ray.export.io import upload_atomic
 
 
 def _masks_for(vm: VideoMasks, frame_index: int, height: int, width: int) -> tuple[dict, dict]:

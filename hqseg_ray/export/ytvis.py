@@ -59,6 +59,7 @@ class YtvisWriter(FormatWriter):
     """Streams videos and tracks into local scratch files (``StreamedJson``); ``close`` writes ``instances.json``."""
 
     fmt = "ytvis"
+    needs_categories = True
 
     def __init__(self, output_dir: str) -> None:
         self.output_dir = output_dir
@@ -67,10 +68,7 @@ class YtvisWriter(FormatWriter):
         self._json: Optional[StreamedJson] = None
 
     def open(self) -> None:
-        from hqseg_ray.export.categories import Categories
-
         super().open()
-        self.categories = Categories.of_output(self.output_dir)
         self._json = StreamedJson(("videos", "annotations"), prefix="hqseg-ytvis-")
 
     def add(self, vm: VideoMasks) -> None:

@@ -120,13 +120,6 @@ def manifest_rows(config: JobConfig) -> list[dict]:
     return rows
 
 
-def resume_filter(config: JobConfig, rows: list[dict], previous: dict[str, dict]) -> tuple[list[dict], list[dict]]:
-    """Split rows into (to run, skipped status rows); see :mod:`hqseg_ray.pipeline.resume`."""
-    from hqseg_ray.pipeline.resume import resume_filter as _filter
-
-    return _filter(config, rows, previous)
-
-
 def sweep_temp_files(store) -> int:
     """Remove hidden temporary files a killed writer left in ``masks/*/`` (local disks only; object
     stores never get temporary objects). Run under the output's lock. Returns the count."""
@@ -185,7 +178,7 @@ def run_job(config: JobConfig, job_id: Optional[str] = None, progress: bool = Tr
     """Run a labeling job on the Ray cluster this process is connected to."""
     from hqseg_ray.pipeline.lock import OutputLock
     from hqseg_ray.pipeline.placement import check_output_placement
-    from hqseg_ray.pipeline.resume import add_input_keys
+    from hqseg_ray.pipeline.resume import add_input_keys, resume_filter
     from hqseg_ray.storage import open_store
 
     t0 = time.monotonic()
@@ -200,7 +193,7 @@ def run_job(config: JobConfig, job_id: Optional[str] = None, progress: bool = Tr
         _apply_corrections(config, rows)  # before the input keys: they hash the prompts
         add_input_keys(config, rows)
         previous = read_status_table(store)
-        todo, skipped = resume_filter(config, rows, previous)
+        todo, skipped = resume_filter(config, rows, previous, store)
         logger.info("job: %d videos in the manifest, %d already done, %d to label", len(rows), len(skipped),
                     len(todo))
         statuses: dict[str, dict] = {s["video_id"]: s for s in skipped}
@@ -220,10 +213,11 @@ def run_job(config: JobConfig, job_id: Optional[str] = None, progress: bool = Tr
                                "writer actor): running them again: %s", len(pending),
                                [r["video_id"] for r in pending][:20])
                 continue
+            chash = config.config_hash()
             for row in pending:  # still no status row: say so
                 statuses[row["video_id"]] = {"video_id": row["video_id"], "video": row["video"], "status": "failed",
                                              "error": "no result (a chunk was lost); rerun to redo this video",
-                                             "config_hash": config.config_hash(), "input_key": row["input_key"]}
+                                             "config_hash": chash, "input_key": row["input_key"]}
             break
         # keep status rows of videos no longer in this manifest but written earlier (same output)
         for vid, prev in previous.items():

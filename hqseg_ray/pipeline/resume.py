@@ -102,7 +102,7 @@ def resume_filter(config: JobConfig, rows: list[dict], previous: dict[str, dict]
             todo.append(row)
     with ThreadPoolExecutor(STAT_THREADS) as pool:
         metas = list(pool.map(lambda c: _read_meta(store, c[1]), candidates))
-    skipped = []
+    skipped, chash = [], config.config_hash()
     for (row, key), meta in zip(candidates, metas):
         if not meta or meta.get("input_key") != row["input_key"]:
             todo.append(row)
@@ -111,7 +111,7 @@ def resume_filter(config: JobConfig, rows: list[dict], previous: dict[str, dict]
         status = dict(meta.get("status") or {})
         status.update({k: v for k, v in prev.items() if prev.get("input_key") == row["input_key"]})
         status.update(video_id=row["video_id"], video=row["video"], status="ok", error=None,
-                      path=store.url(key), config_hash=config.config_hash(), input_key=row["input_key"])
+                      path=store.url(key), config_hash=chash, input_key=row["input_key"])
         skipped.append(status)
     order = {id(r): i for i, r in enumerate(rows)}
     todo.sort(key=lambda r: order[id(r)])

@@ -261,3 +261,24 @@ def test_cli_export_reports_problems_after_writing_the_rest(job_output, capsys):
         export_all(out, ["yolo"])
     missing = os.path.join(out, "no-such-output")
     assert main(["export", missing, "--format", "ytvis"]) == 2 and not os.path.exists(missing)
+
+
+def test_categories_are_read_once_per_export_run(job_output, tmp_path, monkeypatch):
+    from hqseg_ray.export.categories import Categories
+    from hqseg_ray.export.coco import CocoWriter
+
+    out = str(tmp_path / "out")
+    shutil.copytree(job_output[0], out)
+    calls = []
+    real = Categories.of_output.__func__
+    monkeypatch.setattr(Categories, "of_output", classmethod(lambda cls, d: calls.append(d) or real(cls, d)))
+    paths = export_all(out, ["coco", "coco-merged", "ytvis", "cvat", "labelstudio", "davis"])
+    assert calls == [out] and len(paths) == 6
+    merged = json.load(open(paths["coco-merged"]))
+    assert merged["categories"] == [{"id": 1, "name": "object", "supercategory": "object"}]
+    calls.clear()
+    export_all(out, ["davis"])  # no writer that names categories: the masks are not scanned for them
+    assert calls == []
+    writer = CocoWriter(out)  # used alone, without run_writers: open() still finds the categories
+    writer.open()
+    assert calls == [out] and writer.categories.names == ["object"]
