@@ -121,6 +121,12 @@ class ModelConfig(_Strict):
         return self
 
 
+#: Hard bounds of the API's request schema (hqseg_ray.serve.schemas), whatever the config says:
+#: serve.max_prompts / serve.max_points must stay at or below them.
+MAX_PROMPTS_HARD = 1024
+MAX_POINTS_HARD = 1024
+
+
 class ServeConfig(_Strict):
     """The online endpoint (``hqseg serve``): where it listens, how engine replicas scale, and the
     bounds that keep any client input from hurting the server."""
@@ -156,8 +162,10 @@ class ServeConfig(_Strict):
     max_image_pixels: int = Field(
         40_000_000, ge=1, description="Largest image (width*height), checked from the header before "
         "decoding (decompression bombs).")
-    max_prompts: int = Field(64, ge=1, le=1024, description="Most prompts per request (at most the schema's 1024).")
-    max_points: int = Field(64, ge=1, le=1024, description="Most points per prompt (at most the schema's 1024).")
+    max_prompts: int = Field(64, ge=1, le=MAX_PROMPTS_HARD,
+                             description=f"Most prompts per request (at most the schema's {MAX_PROMPTS_HARD}).")
+    max_points: int = Field(64, ge=1, le=MAX_POINTS_HARD,
+                            description=f"Most points per prompt (at most the schema's {MAX_POINTS_HARD}).")
     allowed_uri_prefixes: list[str] = Field(
         default_factory=list, description="URIs a client may ask the server to read (file:///data/, "
         "s3://bucket/clips/, https://host/path/); anything else is refused. Empty: no URIs.")

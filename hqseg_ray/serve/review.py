@@ -8,7 +8,6 @@ rows (a Parquet filter), at most ``QUEUE_LIMIT`` queue items.
 
 from __future__ import annotations
 
-import json
 import os
 import urllib.parse
 from typing import Optional
@@ -16,12 +15,6 @@ from typing import Optional
 from hqseg_ray.serve.errors import ClientError, NotFound
 
 QUEUE_LIMIT = 500
-LOW_SCORE = 0.7          # as the status table's low_confidence_frames
-AREA_JUMP = 2.0          # an object's area grows or shrinks by this factor from one labelled frame to the next
-# where the bulk job writes a video's review queue (hqseg_ray.export.review: {"schema": "hqseg.review",
-# "version": 1, "items": [{frame_index, object_id, label, priority, reasons, score, detail...}]}, sorted
-# by priority). Without one the page builds a queue from the masks themselves.
-QUEUE_FILE = "review/{vid}.json"
 ITEM_KEYS = ("frame_index", "object_id", "label", "priority", "score", "area", "bbox_xywh", "detail")
 
 
@@ -94,56 +87,26 @@ def frame_masks(out: str, video_id: str, frame: int) -> dict:
     return {"frame": int(frame), "pts_time": pts, "objects": sorted(objects, key=lambda o: o["object_id"])}
 
 
-def _queue_file(out: str, video_id: str) -> Optional[list[dict]]:
-    """The job's queue file, items reduced to what the page shows (unknown keys ignored)."""
-    path = os.path.join(out, QUEUE_FILE.format(vid=video_id))
-    if not os.path.exists(path):
-        return None
-    if os.path.getsize(path) > 64 << 20:
-        raise ClientError(f"the review queue of {video_id!r} is over 64 MiB; export it as a task list instead")
-    with open(path, encoding="utf-8") as f:
-        data = json.load(f)
-    if not isinstance(data, dict) or data.get("schema", "hqseg.review") != "hqseg.review" \
-            or int(data.get("version", 1)) > 1:
-        raise ClientError(f"review/{video_id}.json is not an hqseg.review file of version 1; upgrade the server")
+def review_queue(out: str, video_id: str) -> dict:
+    """The video's review queue (``hqseg_ray.export.review.load_review``: the job's
+    ``review/<video_id>.json``, or one built from the masks), items reduced to what the page shows
+    (``reason``: the item's reasons joined by commas)."""
+    from hqseg_ray.export.review import load_review, review_path
+
+    masks_path(out, video_id)  # an unknown video is a 404 either way
+    source = "job" if os.path.exists(review_path(out, video_id)) else "masks"
+    try:
+        data = load_review(out, video_id)
+    except FileNotFoundError as exc:
+        raise NotFound(str(exc)) from None
+    except ValueError as exc:
+        raise ClientError(str(exc)) from None
     items = []
     for i in data.get("items", []):
         item = {k: i.get(k) for k in ITEM_KEYS}
         item["video_id"] = video_id
-        item["reason"] = ",".join(i.get("reasons") or []) or str(i.get("reason", ""))
+        item["reason"] = ",".join(i.get("reasons") or [])
         items.append(item)
-    return items
-
-
-def masks_queue(out: str, video_id: str) -> list[dict]:
-    """A queue from the masks alone: low scores, and area jumps between an object's labelled frames."""
-    import pyarrow.parquet as pq
-
-    cols = pq.read_table(masks_path(out, video_id), columns=["frame_index", "object_id", "score", "area"]) \
-        .sort_by([("object_id", "ascending"), ("frame_index", "ascending")]).to_pydict()
-    items, prev = [], {}
-    for f, o, s, a in zip(cols["frame_index"], cols["object_id"], cols["score"], cols["area"]):
-        reasons = []
-        if s is not None and s < LOW_SCORE:
-            reasons.append("low_score")
-        pa_ = prev.get(o)
-        if pa_ and a and max(a / pa_, pa_ / a) >= AREA_JUMP:
-            reasons.append("area_jump")
-        prev[o] = a
-        if reasons:
-            items.append({"video_id": video_id, "frame_index": int(f), "object_id": int(o),
-                          "reason": ",".join(reasons), "score": None if s is None else round(float(s), 4)})
-    items.sort(key=lambda i: (i["score"] if i["score"] is not None else 1.0, i["frame_index"]))
-    return items
-
-
-def review_queue(out: str, video_id: str) -> dict:
-    """The video's review queue: the job's own (when written) or one built from the masks."""
-    masks_path(out, video_id)  # an unknown video is a 404 either way
-    items = _queue_file(out, video_id)
-    source = "job"
-    if items is None:
-        items, source = masks_queue(out, video_id), "masks"
     return {"video_id": video_id, "source": source, "items": items[:QUEUE_LIMIT], "total": len(items)}
 
 

@@ -12,13 +12,23 @@ from typing import Callable, Optional, Union
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from hqseg_ray.config import MAX_POINTS_HARD, MAX_PROMPTS_HARD  # hard bounds of the schema (re-exported)
 from hqseg_ray.prompts import Prompt, PromptSpec, check_prompts
 from hqseg_ray.serve.errors import ClientError
 
+__all__ = ["MAX_POINTS_HARD", "MAX_PROMPTS_HARD", "check_prompt_bounds", "to_prompts"]
 
-#: Hard bounds of the schema, whatever the config says (serve.max_points / max_prompts must stay below)
-MAX_POINTS_HARD = 1024
-MAX_PROMPTS_HARD = 1024
+
+def check_prompt_bounds(prompts: list, max_prompts: int, max_points: int) -> None:
+    """ClientError (400) when a request has more than ``max_prompts`` prompts, or a prompt more than
+    ``max_points`` points (every such prompt listed). The one bound check of the image, video and
+    review-page routes."""
+    if len(prompts) > max_prompts:
+        raise ClientError(f"{len(prompts)} prompts in one request; the limit is {max_prompts} (serve.max_prompts)")
+    too_many = [f"prompt {i}: {len(p.points)} points; the limit is {max_points} (serve.max_points)"
+                for i, p in enumerate(prompts) if getattr(p, "points", None) is not None and len(p.points) > max_points]
+    if too_many:
+        raise ClientError("; ".join(too_many))
 
 
 class _Body(BaseModel):
@@ -104,15 +114,11 @@ def to_prompts(
     """Request prompts -> engine prompts on ``frame``; one ClientError listing every problem."""
     from hqseg_ray.masks import rle_decode
 
-    if len(prompts) > max_prompts:
-        raise ClientError(f"{len(prompts)} prompts in one request; the limit is {max_prompts} (serve.max_prompts)")
+    check_prompt_bounds(prompts, max_prompts, max_points)
     h, w = image_size
     errors: list[str] = []
     out: list[Prompt] = []
     for i, p in enumerate(prompts):
-        if p.points is not None and len(p.points) > max_points:
-            errors.append(f"prompt {i}: {len(p.points)} points; the limit is {max_points} (serve.max_points)")
-            continue
         mask_input = None
         if p.mask_input is not None and p.mask_input_id is not None:
             errors.append(f"prompt {i}: give mask_input or mask_input_id, not both")

@@ -197,14 +197,10 @@ class SessionStore:
         Bounded per request (``max_prompts``, ``max_points`` per prompt) and per session
         (``max_session_prompts``, ``max_session_objects``)."""
         from hqseg_ray.prompts import ManifestRow, validate_prompts
+        from hqseg_ray.serve.schemas import check_prompt_bounds
 
         cfg = self.cfg
-        if len(prompts) > cfg.max_prompts:
-            raise ClientError(f"{len(prompts)} prompts in one request; the limit is {cfg.max_prompts} (serve.max_prompts)")
-        too_many = [f"prompt {i}: {len(p.points)} points; the limit is {cfg.max_points} (serve.max_points)"
-                    for i, p in enumerate(prompts) if p.points is not None and len(p.points) > cfg.max_points]
-        if too_many:
-            raise ClientError("; ".join(too_many))
+        check_prompt_bounds(prompts, cfg.max_prompts, cfg.max_points)
         if sess.propagating:
             raise Conflict("this session is propagating; add prompts when the stream has finished")
         new_keys = {(p.object_id, p.frame) for p in prompts if p.object_id is not None}

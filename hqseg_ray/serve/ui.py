@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from hqseg_ray.prompts import PromptSpec
 from hqseg_ray.serve import review
 from hqseg_ray.serve.errors import ClientError, NotFound, PayloadTooLarge
+from hqseg_ray.serve.schemas import check_prompt_bounds
 
 router = APIRouter(prefix="/ui", tags=["review page"])
 _JS = "text/javascript; charset=utf-8"
@@ -127,11 +128,8 @@ class ReviewPage:
         late = [i for i, p in enumerate(body.prompts) if frames is not None and not 0 <= p.frame < frames]
         if late:
             raise ClientError(f"prompts {late}: frame outside video {video_id!r} ({frames} frames)")
-        if len(body.prompts) > self.cfg.max_prompts:
-            raise ClientError(f"{len(body.prompts)} prompts in one request; the limit is {self.cfg.max_prompts}")
+        check_prompt_bounds(body.prompts, self.cfg.max_prompts, self.cfg.max_points)
         for i, p in enumerate(body.prompts):
-            if p.points is not None and len(p.points) > self.cfg.max_points:
-                raise ClientError(f"prompt {i}: {len(p.points)} points; the limit is {self.cfg.max_points}")
             if p.mask is not None:
                 raise ClientError(f"prompt {i}: mask prompts are not taken as corrections; use points or a box")
         try:

@@ -76,7 +76,8 @@ def test_output_listing_masks_and_queue(ui_app):
 def test_queue_from_the_masks_when_the_job_wrote_none(tmp_path):
     from hqseg_ray.export.parquet import write_video_parquet
     from hqseg_ray.masks import rle_encode
-    from hqseg_ray.serve.review import masks_queue, review_queue
+    from hqseg_ray.export.review import load_review
+    from hqseg_ray.serve.review import review_queue
     from hqseg_ray.track.types import FrameResult
 
     def mask(side):
@@ -88,10 +89,15 @@ def test_queue_from_the_masks_when_the_job_wrote_none(tmp_path):
     frames = [FrameResult(f, [1, 2], [mask(20 if f == 2 else 10), mask(5)], [0.9, 0.4 if f == 1 else 0.95],
                           ["track", "track"], 0, [0, 0]) for f in range(3)]
     write_video_parquet(frames, tmp_path, "v")
-    items = masks_queue(str(tmp_path), "v")
-    got = [(i["frame_index"], i["object_id"], i["reason"]) for i in items]
-    assert got == [(1, 2, "low_score"), (2, 1, "area_jump")]
-    assert review_queue(str(tmp_path), "v")["source"] == "masks"
+    q = review_queue(str(tmp_path), "v")
+    assert q["source"] == "masks" and not (tmp_path / "review").exists()
+    # the export module's queue (built from the masks), every reason, in its priority order
+    want = load_review(str(tmp_path), "v")["items"]
+    assert want and q["total"] == len(want)
+    assert [(i["frame_index"], i["object_id"], i["reason"]) for i in q["items"]] == \
+        [(i["frame_index"], i["object_id"], ",".join(i["reasons"])) for i in want]
+    got = {(i["frame_index"], i["object_id"]): i["reason"].split(",") for i in q["items"]}
+    assert "low_score" in got[(1, 2)] and "area_jump" in got[(2, 1)]
 
 
 @pytest.mark.parametrize("path,status", [
